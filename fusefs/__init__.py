@@ -1,0 +1,5 @@
+"""fusefs: prun's FUSE copy-on-write union filesystem.
+
+Only ``fusefs/ops.py`` imports fusepy; the union logic is pure Python over a
+small Layer interface so it can be tested without a kernel mount.
+"""

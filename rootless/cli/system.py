@@ -1,0 +1,59 @@
+"""System commands: info, version."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+
+import click
+
+from rootless import __version__
+
+FORMATS = click.Choice(["table", "json"])
+MARK = {"ok": "ok", "degraded": "degraded", "missing": "MISSING"}
+
+
+@click.command()
+@click.option("--format", "-f", "fmt", type=FORMATS, default="table", show_default=True,
+              help="Output format.")
+def info(fmt: str) -> int:
+    """Check this host for what rootless containers need, with the fix for each gap.
+
+    Exits 0 when everything `prun run` needs is there, 1 otherwise.
+
+    \b
+    Example:
+      prun info
+      prun info --format json | jq '.checks[] | select(.status != "ok")'
+    """
+    from rootless.preflight import probe
+
+    caps = probe()
+    if fmt == "json":
+        data = {"version": __version__, "kernel": platform.release(),
+                "python": platform.python_version(), **caps.as_dict()}
+        click.echo(json.dumps(data, indent=2))
+        return 0 if caps.ready else 1
+    width = max(len(f.name) for f in caps.findings)
+    for f in caps.findings:
+        click.echo(f"{f.name:<{width}}  {MARK[f.status]:<8}  {f.detail}")
+        if f.fix and f.status != "ok":
+            click.echo(f"{'':<{width}}  {'':<8}  fix: {f.fix}")
+    verdict = "ready: prun run works on this host" if caps.ready else \
+        "not ready: fix the MISSING lines above for prun run to work"
+    click.echo(verdict, err=not caps.ready)
+    return 0 if caps.ready else 1
+
+
+@click.command()
+def version() -> int:
+    """Show prun's version and the Python it runs on.
+
+    \b
+    Example:
+      prun version
+    """
+    click.echo(f"prun version {__version__}")
+    click.echo(f"python {platform.python_version()} ({sys.executable})")
+    return 0
