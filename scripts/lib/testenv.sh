@@ -13,8 +13,12 @@ ensure_user() {
     local name=$1 ranges=$2
     id -u "$name" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$name"
     if [ "$ranges" = yes ]; then
+        # useradd allocates ranges itself where login.defs says so; add one
+        # only where it did not.
         grep -q "^$name:" /etc/subuid || usermod --add-subuids 200000-265535 "$name"
         grep -q "^$name:" /etc/subgid || usermod --add-subgids 200000-265535 "$name"
+    else
+        sed -i "/^$name:/d" /etc/subuid /etc/subgid
     fi
     install -d -m 0700 -o "$name" -g "$name" "/run/user/$(id -u "$name")"
 }
