@@ -13,12 +13,26 @@ the same in either tool:
   nodes, FIFOs and sockets cannot (or need not) be created rootless, so they
   are stored as empty regular files and TYPE says what they are:
   ``pipe``, ``socket``, ``char-MAJOR-MINOR``, ``block-MAJOR-MINOR``.
-- A file without the xattr is served as owned by container root (0:0) with
-  its on-disk permission bits.
+- A file without the xattr is served with its on-disk owner as seen from the
+  FUSE server's user namespace (prun stores files as the host user, which is
+  container root there; a podman store chowned to subuids reads as those
+  ids) and its on-disk permission bits.
 - Linux forbids user.* xattrs on symlinks: a symlink is always served as
   0:0 with mode 0777 (ownership of a symlink has no effect on access).
 
-Rules: this module is the only place that knows the encoding; readers and
+Two more xattrs live here, because they too are metadata stored with a file:
+
+- ``user.prun.origin`` = b"DEV:INO" on a copied-up file or directory names
+  the lower inode it came from, so the union fs keeps serving the same inode
+  number after copy-up (and hard links copied up together share it).
+- Extended attributes the container sets are stored under on-disk names:
+  ``user.*`` as is; ``security.capability`` (setcap) as
+  ``user.prun.security.capability`` (rootless cannot write security.*);
+  ``trusted.*``, ``system.*`` and other ``security.*`` are not supported.
+  Internal names (this module's, overlayfs' and fuse-overlayfs') are never
+  shown to nor settable by the container.
+
+Rules: this module is the only place that knows these encodings; readers and
 writers (unpack, copy-up, chown/chmod in the union fs) go through it.
 """
 
@@ -84,7 +98,7 @@ def decode(value: bytes) -> Meta:
 def read(path: str | int, *, follow_symlinks: bool = False) -> Meta | None:
     """The stored metadata of a file (path or fd), or None when it has none."""
     try:
-        return decode(os.getxattr(path, XATTR, follow_symlinks=follow_symlinks))
+        return decode(_get(path, XATTR, follow_symlinks))
     except OSError as exc:
         if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EPERM):
             return None
@@ -92,4 +106,59 @@ def read(path: str | int, *, follow_symlinks: bool = False) -> Meta | None:
 
 
 def write(path: str | int, meta: Meta, *, follow_symlinks: bool = False) -> None:
-    os.setxattr(path, XATTR, encode(meta), follow_symlinks=follow_symlinks)
+    if isinstance(path, int):
+        os.setxattr(path, XATTR, encode(meta))
+    else:
+        os.setxattr(path, XATTR, encode(meta), follow_symlinks=follow_symlinks)
+
+
+def _get(path: str | int, name: str, follow_symlinks: bool) -> bytes:
+    # os.getxattr refuses follow_symlinks=False together with an fd.
+    if isinstance(path, int):
+        return os.getxattr(path, name)
+    return os.getxattr(path, name, follow_symlinks=follow_symlinks)
+
+
+ORIGIN = "user.prun.origin"
+_CAPABILITY = "security.capability"
+_CAPABILITY_ON_DISK = "user.prun.security.capability"
+_INTERNAL_PREFIXES = ("user.prun.", "user.containers.", "user.overlay.", "user.fuseoverlayfs.")
+
+
+def encode_origin(dev: int, ino: int) -> bytes:
+    return f"{dev}:{ino}".encode()
+
+
+def read_origin(path: str | int) -> tuple[int, int] | None:
+    """The (st_dev, st_ino) a copied-up file came from, or None."""
+    try:
+        value = _get(path, ORIGIN, False)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EPERM):
+            return None
+        raise
+    dev, _, ino = value.partition(b":")
+    return int(dev), int(ino)
+
+
+def disk_xattr(name: str) -> str | None:
+    """On-disk name for an xattr the container names; None when unsupported."""
+    if name == _CAPABILITY:
+        return _CAPABILITY_ON_DISK
+    if name.startswith("user.") and not name.startswith(_INTERNAL_PREFIXES):
+        return name
+    return None
+
+
+def container_xattr(disk_name: str) -> str | None:
+    """The name the container sees for an on-disk xattr; None to hide it."""
+    if disk_name == _CAPABILITY_ON_DISK:
+        return _CAPABILITY
+    if disk_name.startswith("user.") and not disk_name.startswith(_INTERNAL_PREFIXES):
+        return disk_name
+    return None
+
+
+def copied_xattrs() -> tuple[str, ...]:
+    """Internal xattrs a copy-up carries over besides the container's own."""
+    return (XATTR, _CAPABILITY_ON_DISK)

@@ -1,0 +1,309 @@
+"""UnionFS: the union (fusefs.union) plus every change a container can make.
+
+Each method is one filesystem operation as the kernel asks for it, with the
+caller's uid/gid where it creates something. The rules of fusefs.union
+apply; the order of steps in each method is what keeps them crash-safe:
+- a whiteout for NAME is created while NAME still exists in the upper layer
+  (it is dormant until the upper NAME goes), and removed only after a new
+  upper NAME exists;
+- directories are built in the work dir (metadata, opaque marker) and
+  renamed into place; removed directories are renamed into the work dir
+  first and deleted there.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+
+from fusefs import _libc, copyup, meta, whiteout
+from fusefs.union import Entry, Union, _err, check_name, join, split
+
+_XATTR_EPERM = ("trusted.",)
+
+
+class UnionFS(Union):
+    # ---- helpers --------------------------------------------------------
+
+    def _new_name(self, path: str) -> tuple[Entry, str, str]:
+        """Parent entry, upper parent dir and name for an entry to create."""
+        parent, name = split(path)
+        check_name(name)
+        if whiteout.is_reserved(name):
+            raise _err(errno.EINVAL, path)
+        self._need_upper()
+        pe = self.dir(parent)
+        try:
+            self._child(pe, name, path)
+        except FileNotFoundError:
+            pass
+        else:
+            raise _err(errno.EEXIST, path)
+        updir = self.upper_dir(parent)
+        return self.dir(parent), updir, name
+
+    def _owner_meta(self, parent: Entry, uid: int, gid: int, perm: int,
+                    is_dir: bool) -> meta.Meta:
+        pm = self.served(parent)
+        if pm.perm & stat.S_ISGID:
+            # BSD group semantics on setgid directories, as every Linux fs.
+            gid = pm.gid
+            if is_dir:
+                perm |= stat.S_ISGID
+        return meta.Meta(uid, gid, perm & 0o7777)
+
+    def _store_meta(self, ref: str | int, m: meta.Meta, is_dir: bool) -> None:
+        """Write metadata unless the on-disk file already serves exactly it."""
+        plain = meta.Meta(self.owner[0], self.owner[1], copyup.disk_perm(m.perm, is_dir=is_dir))
+        if m != plain:
+            meta.write(ref, m)
+
+    def _trash(self, real: str) -> None:
+        tmp = copyup.temp_name(self.work)
+        os.rename(real, tmp)
+        shutil.rmtree(tmp)
+
+    # ---- creating -----------------------------------------------------------
+
+    def create(self, path: str, mode: int, flags: int, uid: int, gid: int) -> int:
+        with self.lock:
+            pe, updir, name = self._new_name(path)
+            m = self._owner_meta(pe, uid, gid, stat.S_IMODE(mode), False)
+            real = f"{updir}/{name}"
+            fd = os.open(real, (flags & ~os.O_NOCTTY) | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, copyup.disk_perm(m.perm, is_dir=False))
+            try:
+                self._store_meta(fd, m, False)
+            except BaseException:
+                os.close(fd)
+                os.unlink(real)
+                raise
+            whiteout.remove(updir, name)
+            return fd
+
+    def mknod(self, path: str, mode: int, rdev: int, uid: int, gid: int) -> None:
+        kind = stat.S_IFMT(mode)
+        if kind in (stat.S_IFCHR, stat.S_IFBLK):
+            raise _err(errno.EPERM, path)
+        with self.lock:
+            pe, updir, name = self._new_name(path)
+            m = self._owner_meta(pe, uid, gid, stat.S_IMODE(mode), False)
+            real = f"{updir}/{name}"
+            disk = copyup.disk_perm(m.perm, is_dir=False)
+            if kind == stat.S_IFIFO:
+                os.mkfifo(real, disk)
+                self._store_meta(real, m, False)
+            else:
+                if kind == stat.S_IFSOCK:
+                    # A socket inode needs no backing socket: the kernel binds
+                    # to the FUSE inode. Record its type in the metadata.
+                    m = meta.Meta(m.uid, m.gid, m.perm, stat.S_IFSOCK)
+                elif kind not in (stat.S_IFREG, 0):
+                    raise _err(errno.EINVAL, path)
+                fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, disk)
+                try:
+                    self._store_meta(fd, m, False)
+                finally:
+                    os.close(fd)
+            whiteout.remove(updir, name)
+
+    def mkdir(self, path: str, mode: int, uid: int, gid: int) -> None:
+        with self.lock:
+            pe, updir, name = self._new_name(path)
+            m = self._owner_meta(pe, uid, gid, stat.S_IMODE(mode), True)
+            tmp = copyup.temp_name(self.work)
+            os.mkdir(tmp, copyup.disk_perm(m.perm, is_dir=True))
+            try:
+                self._store_meta(tmp, m, True)
+                if whiteout.exists(updir, name):
+                    # A removed lower directory of that name must not show
+                    # through the new one.
+                    whiteout.mark_opaque(tmp)
+                os.rename(tmp, f"{updir}/{name}")
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            whiteout.remove(updir, name)
+            self.forget(path, tree=True)
+
+    def symlink(self, target: str, path: str, uid: int, gid: int) -> None:
+        with self.lock:
+            _, updir, name = self._new_name(path)
+            os.symlink(target, f"{updir}/{name}")
+            whiteout.remove(updir, name)
+
+    def link(self, old: str, new: str) -> None:
+        with self.lock:
+            e = self.lookup(old)
+            if e.is_dir:
+                raise _err(errno.EPERM, old)
+            _, updir, name = self._new_name(new)
+            e = self.copy_up(e)
+            os.link(e.real, f"{updir}/{name}")
+            whiteout.remove(updir, name)
+
+    # ---- removing -------------------------------------------------------------
+
+    def unlink(self, path: str) -> None:
+        with self.lock:
+            e = self.lookup(path)
+            if e.is_dir:
+                raise _err(errno.EISDIR, path)
+            self._need_upper()
+            if e.layer != 0 and stat.S_ISREG(e.st.st_mode) and e.st.st_nlink > 1:
+                e = self.copy_up(e)   # the other names' link count drops
+            self._remove(e, lambda real: os.unlink(real))
+
+    def rmdir(self, path: str) -> None:
+        with self.lock:
+            if path == "/":
+                raise _err(errno.EBUSY, path)
+            e = self.lookup(path)
+            if not e.is_dir:
+                raise _err(errno.ENOTDIR, path)
+            self._need_upper()
+            if self.names(path):
+                raise _err(errno.ENOTEMPTY, path)
+            self._remove(e, self._trash)
+            self.forget(path, tree=True)
+
+    def _remove(self, e: Entry, delete) -> None:
+        parent, name = split(e.path)
+        pe = self.dir(parent)
+        if self._in_lower(pe, name):
+            whiteout.create(self.upper_dir(parent), name)
+        if e.layer == 0:
+            delete(e.real)
+
+    # ---- renaming -----------------------------------------------------------
+
+    def rename(self, old: str, new: str, flags: int = 0) -> None:
+        with self.lock:
+            src = self.lookup(old)
+            newparent, newname = split(new)
+            check_name(newname)
+            if whiteout.is_reserved(newname):
+                raise _err(errno.EINVAL, new)
+            self._need_upper()
+            try:
+                dst = self.lookup(new)
+            except FileNotFoundError:
+                dst = None
+            if flags & _libc.RENAME_EXCHANGE:
+                if dst is None:
+                    raise _err(errno.ENOENT, new)
+                return self._exchange(src, dst)
+            if dst is not None:
+                if flags & _libc.RENAME_NOREPLACE:
+                    raise _err(errno.EEXIST, new)
+                if old == new or (not src.is_dir and self.attr(src).ino == self.attr(dst).ino):
+                    return None   # same file: POSIX says do nothing
+                if src.is_dir and not dst.is_dir:
+                    raise _err(errno.ENOTDIR, new)
+                if dst.is_dir and not src.is_dir:
+                    raise _err(errno.EISDIR, new)
+                if dst.is_dir and self.names(new):
+                    raise _err(errno.ENOTEMPTY, new)
+            src = self._prepare_move(src)
+            updir = self.upper_dir(newparent)
+            oldparent, oldname = split(old)
+            if self._in_lower(self.dir(oldparent), oldname):
+                whiteout.create(os.path.dirname(src.real), oldname)
+            if dst is not None and dst.is_dir and dst.layer == 0:
+                self._trash(dst.real)   # may hold whiteouts: rename(2) would refuse
+            os.rename(src.real, f"{updir}/{newname}")
+            whiteout.remove(updir, newname)
+            self.forget(old, tree=True)
+            self.forget(new, tree=True)
+            return None
+
+    def _prepare_move(self, e: Entry) -> Entry:
+        if not e.is_dir:
+            return self.copy_up(e)
+        e = self.copy_up_tree(e)
+        # Fully copied up: nothing below may merge in at its new name.
+        whiteout.mark_opaque(e.real)
+        return e
+
+    def _exchange(self, a: Entry, b: Entry) -> None:
+        a = self._prepare_move(a)
+        b = self._prepare_move(b)
+        _libc.renameat2(a.real, b.real, _libc.RENAME_EXCHANGE)
+        self.forget(a.path, tree=True)
+        self.forget(b.path, tree=True)
+
+    # ---- attributes -----------------------------------------------------------
+
+    def chmod(self, path: str, mode: int) -> None:
+        with self.lock:
+            e = self.copy_up(self.lookup(path))
+            if stat.S_ISLNK(e.st.st_mode):
+                raise _err(errno.EOPNOTSUPP, path)
+            m = self.served(e)
+            m = meta.Meta(m.uid, m.gid, stat.S_IMODE(mode), m.kind, m.rdev)
+            disk = copyup.disk_perm(m.perm, is_dir=e.is_dir)
+            if stat.S_IMODE(e.st.st_mode) != disk:
+                os.chmod(e.real, disk)
+            meta.write(e.real, m)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        with self.lock:
+            e = self.copy_up(self.lookup(path))
+            if stat.S_ISLNK(e.st.st_mode):
+                return   # no metadata on symlinks; ownership has no effect there
+            m = self.served(e)
+            meta.write(e.real, meta.Meta(m.uid if uid < 0 else uid, m.gid if gid < 0 else gid,
+                                         m.perm, m.kind, m.rdev))
+
+    def truncate(self, path: str, length: int) -> None:
+        with self.lock:
+            e = self.lookup(path)
+            e = self.copy_up(e, data=length > 0)
+        os.truncate(e.real, length)
+
+    def utimens(self, path: str, times: tuple[int, int] | None) -> None:
+        with self.lock:
+            e = self.copy_up(self.lookup(path))
+        if times is None:
+            os.utime(e.real, follow_symlinks=False)
+        else:
+            os.utime(e.real, ns=times, follow_symlinks=False)
+
+    # ---- xattrs -----------------------------------------------------------------
+
+    def getxattr(self, path: str, name: str) -> bytes:
+        disk = meta.disk_xattr(name)
+        if disk is None:
+            raise _err(errno.ENODATA, path)
+        return os.getxattr(self.lookup(path).real, disk, follow_symlinks=False)
+
+    def listxattr(self, path: str) -> list[str]:
+        names = os.listxattr(self.lookup(path).real, follow_symlinks=False)
+        return [n for n in map(meta.container_xattr, names) if n is not None]
+
+    def setxattr(self, path: str, name: str, value: bytes, flags: int) -> None:
+        disk = self._settable(path, name)
+        with self.lock:
+            e = self.copy_up(self.lookup(path))
+        os.setxattr(e.real, disk, value, flags, follow_symlinks=False)
+
+    def removexattr(self, path: str, name: str) -> None:
+        disk = self._settable(path, name)
+        with self.lock:
+            e = self.lookup(path)
+            os.getxattr(e.real, disk, follow_symlinks=False)   # ENODATA before a copy-up
+            e = self.copy_up(e)
+        os.removexattr(e.real, disk, follow_symlinks=False)
+
+    @staticmethod
+    def _settable(path: str, name: str) -> str:
+        disk = meta.disk_xattr(name)
+        if disk is None:
+            code = errno.EPERM if name.startswith(_XATTR_EPERM + ("user.",)) else errno.EOPNOTSUPP
+            raise _err(code, path)
+        return disk
+
+
+__all__ = ["UnionFS", "join"]

@@ -1,0 +1,107 @@
+"""serve(): mount a union and serve it in this process until it is unmounted.
+
+The container runtime calls ``serve(spec, ready_fd)`` in a freshly forked,
+single-threaded process inside the container's user+mount namespace, as
+uid 0 there (mount(2) of fuse works directly in a user namespace since
+Linux 4.18; elsewhere libfuse2 falls back to fusermount). ``prun-overlayfs``
+(fusefs.__main__) calls it too.
+
+Rules:
+- ``ready_fd`` gets exactly one message, then is closed: b"1" once the
+  kernel answers requests on the mount, or one line b"E <message>\\n"
+  (nothing is mounted then, and serve raises FuseMountError).
+- The process umask is set to 0: the union core chooses on-disk modes.
+- Kernel caching is on (entry/attr timeouts, keep_cache for files that
+  cannot change behind the kernel's back, big_writes, the largest max_read/
+  max_write libfuse2 allows); ``fuse_options`` is the pure planner.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rootless.errors import PrunError
+
+# libfuse2 caps max_write at 32 pages; the kernel reads in the same units.
+MAX_IO = 128 * 1024
+DEFAULT_TIMEOUT = 1.0
+
+
+class FuseMountError(PrunError):
+    """The union filesystem could not be mounted."""
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    lowerdirs: list[Path]            # top layer first
+    upperdir: Path | None            # None: read-only mount
+    workdir: Path | None             # same filesystem as upperdir
+    mountpoint: Path
+    squash_uid: int | None = None    # serve every file as owned by this uid
+    squash_gid: int | None = None
+    allow_other: bool | None = None  # None: when running as (namespace) root
+    suid: bool | None = None         # None: when running as (namespace) root
+    timeout: float = DEFAULT_TIMEOUT  # kernel entry/attr cache, seconds
+    fsname: str = "prun-overlayfs"
+    debug: bool = False
+    extra: list[str] = field(default_factory=list)   # more libfuse -o options
+
+
+def fuse_options(spec: MountSpec, euid: int) -> list[str]:
+    """The libfuse -o options for ``spec`` (mount, library and kernel ones)."""
+    root = euid == 0
+    opts = [f"fsname={spec.fsname}", "subtype=prun-overlayfs", "default_permissions",
+            "nonempty", "noatime", "use_ino", "hard_remove",
+            f"entry_timeout={spec.timeout}", f"negative_timeout={spec.timeout}",
+            f"attr_timeout={spec.timeout}", "big_writes", f"max_write={MAX_IO}",
+            f"max_read={MAX_IO}", f"max_readahead={MAX_IO}"]
+    if spec.allow_other if spec.allow_other is not None else root:
+        opts.append("allow_other")
+    if spec.suid if spec.suid is not None else root:
+        opts.append("suid")
+    if spec.upperdir is None:
+        opts.append("ro")
+    if spec.debug:
+        opts.append("debug")
+    return opts + list(spec.extra)
+
+
+def serve(spec: MountSpec, ready_fd: int | None = None) -> None:
+    """Mount ``spec`` and serve it until unmounted (see the module rules)."""
+    from fusefs import ops
+    from fusefs.fs import UnionFS
+
+    reported = threading.Lock()
+
+    def report(error: str | None) -> None:
+        if ready_fd is None or not reported.acquire(blocking=False):
+            return
+        os.write(ready_fd, b"1" if error is None else f"E {error}\n".encode())
+        os.close(ready_fd)
+
+    where = str(spec.mountpoint)
+    try:
+        os.umask(0)
+        fs = UnionFS([str(p) for p in spec.lowerdirs],
+                     None if spec.upperdir is None else str(spec.upperdir),
+                     None if spec.workdir is None else str(spec.workdir),
+                     squash_uid=spec.squash_uid, squash_gid=spec.squash_gid)
+        ops.serve(fs, where, fuse_options(spec, os.geteuid()), report)
+    except OSError as exc:
+        cause = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+        report(f"mount {where}: {cause}")
+        raise FuseMountError(f"mount {where}: {cause}") from exc
+    except (ValueError, ops.MountFailed) as exc:
+        report(f"mount {where}: {exc}")
+        raise FuseMountError(f"mount {where}: {exc}",
+                             hint=_hint(str(exc))) from exc
+
+
+def _hint(cause: str) -> str | None:
+    if "fusermount" in cause or "Operation not permitted" in cause:
+        return ("mount from inside a user namespace where you are root (unshare -rm), "
+                "or install fusermount (fuse3/fuse) and make /dev/fuse usable")
+    return None
