@@ -13,6 +13,9 @@ import os
 
 import pytest
 
+# Registry fixtures (plain/TLS/token docker-registry on loopback, stock images).
+pytest_plugins = ["tests.support.registry"]
+
 MUST_WORK = os.environ.get("PRUN_TESTS_MUST_WORK") == "1"
 
 
