@@ -47,7 +47,7 @@ def parse(argv: list[str]) -> tuple[object, bool, list[str]]:
     """(MountSpec, foreground, notes) for a prun-overlayfs command line."""
     from pathlib import Path
 
-    from fusefs.server import MountSpec
+    from fusefs.server import DEFAULT_TIMEOUT, MountSpec
 
     opts: list[str] = []
     foreground = debug = False
@@ -93,7 +93,11 @@ def parse(argv: list[str]) -> tuple[object, bool, list[str]]:
     for key in ("uidmapping", "gidmapping"):
         if key in kv:
             raise Usage(f"-o {key} is not supported: prun serves the ids stored with each file")
-    timeout = float(kv.pop("timeout")) if kv.get("timeout") else 1.0
+    try:
+        timeout = float(kv.pop("timeout") or DEFAULT_TIMEOUT) if "timeout" in kv \
+            else DEFAULT_TIMEOUT
+    except ValueError:
+        raise Usage("-o timeout=SECONDS: not a number") from None
     read_only = "ro" in kv
     kv.pop("ro", None)
     debug = debug or "debug" in kv
