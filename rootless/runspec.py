@@ -61,6 +61,8 @@ class RunRequest:
     userns: str = ""
     uidmap: list[str] = field(default_factory=list)
     gidmap: list[str] = field(default_factory=list)
+    pull: str = "missing"                # never | missing | always (podman's --pull)
+    quiet: bool = False
 
 
 @dataclass

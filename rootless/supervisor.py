@@ -140,8 +140,10 @@ def _rootfs(req: RunRequest, paths: Paths, cdir: Path, mountpoint: Path) -> tupl
         layers, config = [src], {}
     else:
         from rootless.images.store import resolve_for_run
-        image = resolve_for_run(req.image)
-        layers, config = [Path(p) for p in image.layers], image.config
+        image = resolve_for_run(req.image, pull=req.pull, quiet=req.quiet)
+        layers = image.layer_dirs
+        config = {"Entrypoint": image.entrypoint, "Cmd": image.cmd, "Env": image.env,
+                  "WorkingDir": image.workdir, "User": image.user}
     (cdir / "upper").mkdir()
     (cdir / "work").mkdir()
     return config, {"kind": "fuse", "lowerdirs": [str(p) for p in reversed(layers)],
@@ -235,7 +237,7 @@ def run(req: RunRequest) -> int:
         ctx = BuildContext(cid=cid, cwd=Path.cwd(), host_env=os.environ,
                            volumes_dir=paths.data / "volumes", rootfs_mountpoint=mountpoint,
                            etc_files=etc, host_uid=os.getuid(), host_gid=os.getgid())
-        spec = build(req, config.get("config") or config, rootfs, maps, ctx)
+        spec = build(req, config, rootfs, maps, ctx)
         if not req.rm:
             import json
             (cdir / "config.json").write_text(json.dumps(

@@ -47,6 +47,9 @@ MULTI = {"multiple": True, "metavar": "VALUE"}
 @click.option("--gidmap", **MULTI, help="CONTAINER_GID:HOST_GID:SIZE.")
 @click.option("--rootfs", is_flag=True,
               help="IMAGE is a root filesystem directory (DIR:O: over a copy-on-write layer).")
+@click.option("--pull", type=click.Choice(["missing", "always", "never"]), default="missing",
+              show_default=True, help="Pull the image: when missing, always, or never.")
+@click.option("-q", "--quiet", is_flag=True, help="Do not show pull progress.")
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(image: str, command: tuple[str, ...], **opts) -> int:
