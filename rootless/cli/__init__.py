@@ -30,7 +30,9 @@ log = logging.getLogger("prun")
 # section title -> {command name: "module:attribute"}; help lists sections in
 # this order, like `podman --help`.
 COMMANDS: dict[str, dict[str, str]] = {
-    "Manage containers": {},
+    "Manage containers": {
+        "run": "rootless.cli.run:run",
+    },
     "Manage images": {
         "pull": "rootless.cli.images:pull",
         "push": "rootless.cli.images:push",
