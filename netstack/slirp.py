@@ -8,21 +8,23 @@ Rules:
   sandbox/seccomp/cidr flag is passed only where the installed version has
   it. A version without ``--ready-fd``, ``--exit-fd`` or ``--api-socket``
   (before 0.4) is refused: prun cannot start it safely.
-- Lifetime: ``serve`` is started with ``await nursery.start(serve, …)``. It
-  returns (``task_status.started``) only after slirp4netns wrote its ready
-  fd, i.e. tap0 is configured, so the container never starts half-networked;
-  if slirp4netns exits first, its stderr is in the error. slirp4netns gets
-  the read end of an exit pipe: when the supervisor exits for any reason
-  (even SIGKILL) the write end closes and slirp4netns exits. On cancel,
-  ``serve`` closes that pipe, waits briefly, kills if needed, and removes
-  the API socket (slirp4netns leaves it behind); ``cleanup`` does the same
-  for a state dir whose supervisor was killed.
+- Lifetime: ``start`` returns only after slirp4netns wrote its ready fd,
+  i.e. tap0 is configured, so the container never starts half-networked; if
+  slirp4netns exits first, its output is in the error. (Synchronous: the
+  supervisor is, because importing trio costs more than a container start.)
+  slirp4netns gets the read end of an exit pipe whose write end only the
+  supervisor holds (O_CLOEXEC): when the supervisor exits for any reason,
+  even SIGKILL, slirp4netns sees EOF and exits. ``Slirp.stop`` closes that
+  pipe, waits briefly, kills if needed, and removes the API socket
+  (slirp4netns leaves it behind); ``cleanup`` does the same for a state dir
+  whose supervisor was killed.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -181,69 +183,77 @@ def argv(binary: str, features: Features, opts: SlirpOptions, pid: int, sock: Pa
     return args
 
 
-@dataclass(frozen=True)
-class SlirpHandle:
-    pid: int
-    api_socket: Path
-    options: SlirpOptions
+class Slirp:
+    """A running slirp4netns; ``stop`` ends it (idempotent)."""
+
+    def __init__(self, proc: subprocess.Popen, exit_w: int, state_dir: Path,
+                 options: SlirpOptions) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.api_socket = state_dir / SOCKET_NAME
+        self.state_dir = state_dir
+        self.options = options
+        self._exit_w = exit_w
+
+    def stop(self) -> None:
+        if self._exit_w >= 0:
+            os.close(self._exit_w)  # slirp4netns exits when its exit fd reaches EOF
+            self._exit_w = -1
+        try:
+            self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        _remove_state(self.state_dir)
+
+    def __enter__(self) -> Slirp:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
-async def serve(opts: SlirpOptions, target_pid: int, state_dir: Path, *,
-                binary: str = "slirp4netns", task_status) -> None:
-    """Run slirp4netns for ``target_pid``'s namespaces until cancelled."""
-    import trio
-
+def start(opts: SlirpOptions, target_pid: int, state_dir: Path, *,
+          binary: str = "slirp4netns") -> Slirp:
+    """Start slirp4netns for ``target_pid``'s namespaces; return once tap0 is up."""
     path, features = detect(binary)
     state_dir.mkdir(parents=True, exist_ok=True)
-    sock = state_dir / SOCKET_NAME
+    cmd_sock = state_dir / SOCKET_NAME
     ready_r, ready_w = os.pipe()
     exit_r, exit_w = os.pipe()
     log_fd = os.open(state_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        cmd = argv(path, features, opts, target_pid, sock, ready_w, exit_r)
-        proc = await trio.lowlevel.open_process(
-            cmd, pass_fds=(ready_w, exit_r), stdin=subprocess.DEVNULL, stdout=log_fd,
-            stderr=log_fd, start_new_session=True)
+        cmd = argv(path, features, opts, target_pid, cmd_sock, ready_w, exit_r)
+        proc = subprocess.Popen(cmd, pass_fds=(ready_w, exit_r), stdin=subprocess.DEVNULL,
+                                stdout=log_fd, stderr=log_fd, start_new_session=True)
     except BaseException:
-        for fd in (ready_r, exit_w):
-            os.close(fd)
+        os.close(ready_r)
+        os.close(exit_w)
         raise
     finally:
         for fd in (ready_w, exit_r, log_fd):
             os.close(fd)
+    slirp = Slirp(proc, exit_w, state_dir, opts)
     try:
         (state_dir / PID_NAME).write_text(f"{proc.pid}\n")
-        await _wait_ready(proc, ready_r, state_dir, target_pid)
-        task_status.started(SlirpHandle(proc.pid, sock, opts))
-        await proc.wait()
-        raise ContainerError(f"run slirp4netns for pid {target_pid}: it exited with code "
-                             f"{proc.returncode}: {_log_tail(state_dir)}")
+        _wait_ready(proc, ready_r, state_dir, target_pid)
+    except BaseException:
+        slirp.stop()
+        raise
     finally:
-        os.close(exit_w)  # slirp4netns exits when its exit fd reaches EOF
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(STOP_TIMEOUT):
-                await proc.wait()
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        _remove_state(state_dir)
+        os.close(ready_r)
+    return slirp
 
 
-async def _wait_ready(proc, ready_r: int, state_dir: Path, target_pid: int) -> None:
-    import trio
-
-    stream = trio.lowlevel.FdStream(ready_r)
-    try:
-        with trio.move_on_after(READY_TIMEOUT) as scope:
-            got = await stream.receive_some(16)
-    finally:
-        await stream.aclose()
-    if scope.cancelled_caught:
+def _wait_ready(proc: subprocess.Popen, ready_r: int, state_dir: Path, target_pid: int) -> None:
+    poller = select.poll()
+    poller.register(ready_r, select.POLLIN)
+    if not poller.poll(READY_TIMEOUT * 1000):
         raise ContainerError(f"start slirp4netns for pid {target_pid}: not ready after "
                              f"{READY_TIMEOUT:.0f} s: {_log_tail(state_dir)}",
                              hint="the host may be overloaded; rerun with --log-level debug")
-    if not got:
-        await proc.wait()
+    if not os.read(ready_r, 16):
+        proc.wait()
         raise ContainerError(f"start slirp4netns for pid {target_pid}: it exited with code "
                              f"{proc.returncode}: {_log_tail(state_dir)}",
                              hint="check that /dev/net/tun exists and is 0666, or run with "

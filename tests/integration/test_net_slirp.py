@@ -14,9 +14,8 @@ import time
 import urllib.request
 
 import pytest
-import trio
 
-from netstack import slirp, slirp_api
+from netstack import netlink, slirp, slirp_api
 from netstack.ports import parse_publish
 from rootless.errors import ContainerError, UsageError
 from tests.support.caps import require_device, require_non_root, require_tool
@@ -54,22 +53,20 @@ def udp_echo(host: str, port: int) -> bytes:
     raise AssertionError(f"no UDP answer from {host}:{port}")
 
 
-async def test_published_tcp_and_udp_ports_and_the_api(tmp_path):
+def test_published_tcp_and_udp_ports_and_the_api(tmp_path):
     tcp, udp = free_port(), free_port("udp")
     with Namespace(SERVER) as ns:
-        async with trio.open_nursery() as nursery:
-            # UDP replies to a host-loopback client go to 10.0.2.2, which
-            # --disable-host-loopback drops (podman#4586): allow it here.
-            opts = slirp.SlirpOptions(allow_host_loopback=True)
-            h = await nursery.start(slirp.serve, opts, ns.pid, tmp_path / "net")
+        # UDP replies to a host-loopback client go to 10.0.2.2, which
+        # --disable-host-loopback drops (podman#4586): allow it here.
+        opts = slirp.SlirpOptions(allow_host_loopback=True)
+        with slirp.start(opts, ns.pid, tmp_path / "net") as h:
             ports = slirp_api.SlirpPorts(h.api_socket, h.options.guest_ip)
             ports.publish(parse_publish(f"127.0.0.1:{tcp}:80") +
                           parse_publish(f"127.0.0.1:{udp}:53/udp"))
             assert [str(m) for m in ports.list()] == [f"80/tcp -> 127.0.0.1:{tcp}",
                                                       f"53/udp -> 127.0.0.1:{udp}"]
-            await trio.to_thread.run_sync(wait_port, "127.0.0.1", tcp)
-            body = await trio.to_thread.run_sync(
-                lambda: urllib.request.urlopen(f"http://127.0.0.1:{tcp}/", timeout=5).read())
+            wait_port("127.0.0.1", tcp)
+            body = urllib.request.urlopen(f"http://127.0.0.1:{tcp}/", timeout=5).read()
             # slirp4netns shows loopback clients as its gateway, 10.0.2.2.
             assert body == b"inside 10.0.2.2"
             assert udp_echo("127.0.0.1", udp) == b"echo ping"
@@ -81,52 +78,42 @@ async def test_published_tcp_and_udp_ports_and_the_api(tmp_path):
                 slirp_api.remove_hostfwd(h.api_socket, entry["id"])
             with pytest.raises(UsageError, match="IPv4 host addresses only"):
                 ports.publish(parse_publish(f"[::1]:{tcp}:80"))
-            nursery.cancel_scope.cancel()
     assert not h.api_socket.exists()
     assert not alive(h.pid)
 
 
-async def test_tap_is_configured_before_serve_returns(tmp_path):
+def test_tap_is_configured_before_start_returns(tmp_path):
     opts = slirp.parse_options("mtu=1500,cidr=10.0.2.0/24", "slirp4netns:mtu=1500")
     with Namespace() as ns:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(slirp.serve, opts, ns.pid, tmp_path / "net")
+        with slirp.start(opts, ns.pid, tmp_path / "net"):
             out = ns.run_inside(["ip", "-o", "-4", "addr", "show", "tap0"]).stdout
             assert "inet 10.0.2.100/24" in out
             assert "mtu 1500" in ns.run_inside(["ip", "link", "show", "tap0"]).stdout
             assert "default via 10.0.2.2" in ns.run_inside(["ip", "route"]).stdout
-            nursery.cancel_scope.cancel()
 
 
-async def test_host_loopback_only_when_allowed(tmp_path):
+def test_host_loopback_only_when_allowed(tmp_path):
     host = HostHTTP()
     try:
         for allow in (True, False):
             with Namespace() as ns:
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(slirp.serve, slirp.SlirpOptions(allow_host_loopback=allow),
-                                        ns.pid, tmp_path / f"net-{allow}")
-                    r = await trio.to_thread.run_sync(
-                        fetch_inside, ns, f"http://10.0.2.2:{host.port}/")
+                with slirp.start(slirp.SlirpOptions(allow_host_loopback=allow), ns.pid,
+                                 tmp_path / f"net-{allow}"):
+                    r = fetch_inside(ns, f"http://10.0.2.2:{host.port}/")
                     if allow:
                         assert r.stdout == "host 127.0.0.1", r.stderr
                     else:
                         assert r.returncode != 0 and "host 127.0.0.1" not in r.stdout
-                    nursery.cancel_scope.cancel()
     finally:
         host.close()
 
 
-async def test_start_failure_reports_slirp4netns_stderr(tmp_path):
+def test_start_failure_reports_slirp4netns_stderr(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
-    errors = []
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(slirp.serve, slirp.SlirpOptions(), dead.pid, tmp_path / "net")
-    except* ContainerError as group:
-        errors = group.exceptions
-    [err] = errors
+    with pytest.raises(ContainerError) as info:
+        slirp.start(slirp.SlirpOptions(), dead.pid, tmp_path / "net")
+    err = info.value
     assert err.message.startswith(f"start slirp4netns for pid {dead.pid}: it exited with code 1: "
                                   f"/proc/{dead.pid}/ns/net: No such file or directory")
     assert "seccomp is experimental" not in err.message
@@ -143,16 +130,12 @@ def test_missing_binary_is_a_host_setup_error():
 def test_sigkill_of_the_supervisor_stops_slirp4netns(tmp_path):
     state = tmp_path / "net"
     supervisor = textwrap.dedent(f"""
-        import sys, trio
+        import sys, time
         from pathlib import Path
         from netstack import slirp
-        async def main():
-            async with trio.open_nursery() as n:
-                h = await n.start(slirp.serve, slirp.SlirpOptions(), int(sys.argv[1]),
-                                  Path({str(state)!r}))
-                print(h.pid, flush=True)
-                await trio.sleep_forever()
-        trio.run(main)
+        h = slirp.start(slirp.SlirpOptions(), int(sys.argv[1]), Path({str(state)!r}))
+        print(h.pid, flush=True)
+        time.sleep(600)
     """)
     with Namespace() as ns:
         sup = subprocess.Popen([sys.executable, "-c", supervisor, str(ns.pid)],
@@ -169,3 +152,16 @@ def test_sigkill_of_the_supervisor_stops_slirp4netns(tmp_path):
         assert slirp.cleanup(state) is True
         assert not (state / slirp.SOCKET_NAME).exists()
         assert slirp.cleanup(state) is False
+
+
+def test_verify_tap_passes_after_start_and_names_what_is_wrong(tmp_path):
+    with Namespace() as ns:
+        with pytest.raises(ContainerError, match=r"tap0 does not exist \(links: lo mtu"):
+            netlink.verify_tap(ns.pid, "10.0.2.100", "10.0.2.2", 65520)
+        opts = slirp.SlirpOptions()
+        with slirp.start(opts, ns.pid, tmp_path / "net"):
+            start = time.perf_counter()
+            netlink.verify_tap(ns.pid, opts.guest_ip, opts.gateway, opts.mtu)
+            assert time.perf_counter() - start < 0.1  # no pyroute2 on the good path
+            with pytest.raises(ContainerError, match="tap0 has MTU 65520, expected 1500"):
+                netlink.verify_tap(ns.pid, opts.guest_ip, opts.gateway, 1500)
