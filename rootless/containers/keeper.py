@@ -1,13 +1,14 @@
 """The keeper: the one long-lived process per detached container (like conmon).
 
-It runs the container's process through a ``Workload``, copies its stdout and
+It runs the container's process through a workload, copies its stdout and
 stderr into the json-file log, answers the control socket, applies the
 restart policy and records the outcome.
 
 Rules:
-- Lean on purpose (it lives as long as the container): a sync epoll loop,
-  no threads of its own, imports limited to the standard library's os,
-  signal, socket, selectors, json and time. No trio, click, sqlite or rich.
+- Lean on purpose (it lives as long as the container, and its memory is the
+  idle cost of a container): a sync epoll loop, no threads, imports limited
+  to os, signal, socket, select, marshal, time, ctypes and the C ``_json``
+  encoder. No trio, click, sqlite, json, dataclasses or typing.
 - It never touches the database: it writes ``state.json`` in the container's
   runtime dir (temp + rename) at every transition; the CLI folds that into
   the store. A keeper killed with SIGKILL leaves a stale ``running`` state
@@ -19,91 +20,80 @@ Rules:
   container has exited for good.
 - ``ready_fd`` gets b"1" once the first start succeeded and the socket
   listens, or b"E <message>\\n" when the first start failed.
+- A workload has ``start() -> (pid, stdout_fd, stderr_fd)`` and
+  ``cleanup()`` (after the last exit: unmount, stop helpers).
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import json
+import marshal
 import os
-import selectors
+import select
 import signal
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Protocol
+
+from _json import encode_basestring
 
 from rootless.containers import policy
-from rootless.containers.control import SOCKET_NAME
+from rootless.containers.control import SOCKET_NAME, read_all
 from rootless.containers.logs import LogWriter, timestamp
 
 STATE_NAME = "state.json"
 PR_SET_CHILD_SUBREAPER = 36
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# spec keys and defaults: what a launcher passes to Keeper
+SPEC_DEFAULTS = {"log_max_size": 0, "log_max_files": 1, "restart": "no",
+                 "stop_signal": int(signal.SIGTERM), "stop_timeout": 10.0}
 
 
-class Workload(Protocol):
-    def start(self) -> tuple[int, int, int]:
-        """Start the container's process: (pid, stdout read fd, stderr read fd)."""
-
-    def cleanup(self) -> None:
-        """After the last exit: release what start() set up (mounts, network)."""
+def new_state() -> dict:
+    return {"status": policy.CREATED, "pid": 0, "keeper_pid": os.getpid(), "exit_code": 0,
+            "started_at": "", "finished_at": "", "restart_count": 0,
+            "manually_stopped": False, "error": ""}
 
 
-@dataclass
-class KeeperSpec:
-    id: str
-    rundir: str
-    log_path: str
-    log_max_size: int = 0
-    log_max_files: int = 1
-    restart: str = "no"          # policy text, e.g. "on-failure:3"
-    stop_signal: int = signal.SIGTERM
-    stop_timeout: float = 10.0
+def _encode(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return encode_basestring(value)
+    return repr(value)
 
 
-@dataclass
-class State:
-    status: str = policy.CREATED
-    pid: int = 0
-    keeper_pid: int = 0
-    exit_code: int = 0
-    started_at: str = ""
-    finished_at: str = ""
-    restart_count: int = 0
-    manually_stopped: bool = False
-    error: str = ""
-    extra: dict = field(default_factory=dict)
-
-
-def write_state(rundir: str, state: State) -> None:
+def write_state(rundir: str, state: dict) -> None:
     tmp = os.path.join(rundir, f".{STATE_NAME}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(asdict(state), f)
+    text = "{" + ",".join(f'"{k}":{_encode(v)}' for k, v in state.items()) + "}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.write(fd, text.encode())
+    os.close(fd)
     os.replace(tmp, os.path.join(rundir, STATE_NAME))
 
 
-def read_state(rundir: str) -> State | None:
+def read_state(rundir: str) -> dict | None:
+    import json
     try:
         with open(os.path.join(rundir, STATE_NAME)) as f:
-            return State(**json.load(f))
+            return json.load(f)
     except FileNotFoundError:
         return None
 
 
 class Keeper:
-    def __init__(self, spec: KeeperSpec, workload: Workload,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.spec = spec
+    def __init__(self, spec: dict, workload, clock=time.monotonic) -> None:
+        self.spec = {**SPEC_DEFAULTS, **spec}
+        self.rundir = self.spec["rundir"]
         self.workload = workload
         self.clock = clock
-        self.policy = policy.parse_restart(spec.restart)
-        self.state = State(keeper_pid=os.getpid())
-        self.sel = selectors.DefaultSelector()
-        self.log = LogWriter(spec.log_path, spec.log_max_size, spec.log_max_files)
+        self.policy = policy.parse_restart(self.spec["restart"])
+        self.state = new_state()
+        self.ep = select.epoll()
+        self.handlers: dict[int, object] = {}
+        self.log = LogWriter(self.spec["log_path"], self.spec["log_max_size"],
+                             self.spec["log_max_files"])
         self.waiters: list[socket.socket] = []
-        self.timers: list[tuple[float, Callable[[], None]]] = []
+        self.timers: list[tuple[float, object]] = []
         self.pipes: dict[int, str] = {}
         self.run_started = 0.0
         self.delay = 0.0
@@ -118,17 +108,17 @@ class Keeper:
             os.set_inheritable(ready_fd, False)  # the container must not hold it open
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, lambda *_: None)
-        self.sel.register(wake_r, selectors.EVENT_READ, self._on_signal)
-        path = os.path.join(self.spec.rundir, SOCKET_NAME)
+        for sig in (signal.SIGCHLD, *STOP_SIGNALS):
+            signal.signal(sig, _ignore)
+        self._watch(wake_r, self._on_signal)
+        path = os.path.join(self.rundir, SOCKET_NAME)
         if os.path.exists(path):
             os.unlink(path)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         listener.bind(path)
-        listener.listen(16)
+        listener.listen(64)
         listener.setblocking(False)
-        self.sel.register(listener, selectors.EVENT_READ, self._on_accept)
+        self._watch(listener.fileno(), lambda _fd: self._on_accept(listener))
         try:
             self._start()
         except OSError as exc:
@@ -143,39 +133,39 @@ class Keeper:
         while not (self.finished and not self.pipes):
             self._loop_once()
         self.log.close()
-        for sock in self.waiters:
-            self._reply(sock, {"ok": True, "exit_code": self.state.exit_code})
+        for conn in self.waiters:
+            self._reply(conn, {"ok": True, "exit_code": self.state["exit_code"]})
         listener.close()
         os.unlink(path)
-        return self.state.exit_code
+        return self.state["exit_code"]
 
     def _start(self) -> None:
         pid, out_fd, err_fd = self.workload.start()
         for fd, stream in ((out_fd, "stdout"), (err_fd, "stderr")):
             os.set_blocking(fd, False)
             self.pipes[fd] = stream
-            self.sel.register(fd, selectors.EVENT_READ, self._on_output)
+            self._watch(fd, self._read)
         self.run_started = self.clock()
-        s = self.state
-        s.status, s.pid, s.started_at, s.finished_at = policy.RUNNING, pid, timestamp(), ""
-        write_state(self.spec.rundir, s)
+        self.state.update(status=policy.RUNNING, pid=pid, started_at=timestamp(),
+                          finished_at="")
+        write_state(self.rundir, self.state)
 
     def _exited(self, code: int) -> None:
         self._drain()
         self.log.flush()
         s = self.state
-        s.exit_code, s.finished_at, s.pid = code, timestamp(), 0
+        s.update(exit_code=code, finished_at=timestamp(), pid=0)
         self.timers = []
-        if policy.decide_restart(self.policy, code, s.restart_count, s.manually_stopped):
+        if policy.decide_restart(self.policy, code, s["restart_count"], s["manually_stopped"]):
             self.delay = policy.backoff(self.delay, self.clock() - self.run_started)
-            s.status = policy.RESTARTING
-            write_state(self.spec.rundir, s)
+            s["status"] = policy.RESTARTING
+            write_state(self.rundir, s)
             self._after(self.delay, self._restart)
         else:
             self._finish(code, "")
 
     def _restart(self) -> None:
-        self.state.restart_count += 1
+        self.state["restart_count"] += 1
         try:
             self._start()
         except OSError as exc:
@@ -183,33 +173,43 @@ class Keeper:
 
     def _finish(self, code: int, error: str) -> None:
         s = self.state
-        s.status, s.exit_code, s.error, s.pid = policy.EXITED, code, error, 0
-        s.finished_at = s.finished_at or timestamp()
+        s.update(status=policy.EXITED, exit_code=code, error=error, pid=0,
+                 finished_at=s["finished_at"] or timestamp())
         self.workload.cleanup()
-        write_state(self.spec.rundir, s)
+        write_state(self.rundir, s)
         self.finished = True
 
     # ------------------------------------------------------------ event loop
 
+    def _watch(self, fd: int, handler) -> None:
+        self.handlers[fd] = handler
+        self.ep.register(fd, select.EPOLLIN)
+
+    def _unwatch(self, fd: int) -> None:
+        self.ep.unregister(fd)
+        del self.handlers[fd]
+
     def _loop_once(self) -> None:
-        timeout = None
+        timeout = -1.0
         if self.timers:
             timeout = max(0.0, min(t for t, _ in self.timers) - self.clock())
-        for key, _ in self.sel.select(timeout):
-            key.data(key.fileobj)
+        for fd, _ in self.ep.poll(timeout):
+            handler = self.handlers.get(fd)
+            if handler is not None:
+                handler(fd)
         now = self.clock()
         due = [cb for t, cb in self.timers if t <= now]
         self.timers = [(t, cb) for t, cb in self.timers if t > now]
         for cb in due:
             cb()
 
-    def _after(self, seconds: float, cb: Callable[[], None]) -> None:
+    def _after(self, seconds: float, cb) -> None:
         self.timers.append((self.clock() + seconds, cb))
 
     def _on_signal(self, fd: int) -> None:
         sigs = os.read(fd, 512)
-        if any(s in sigs for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)):
-            self._stop(self.spec.stop_timeout, self.spec.stop_signal)
+        if any(s in sigs for s in STOP_SIGNALS):
+            self._stop(self.spec["stop_timeout"], self.spec["stop_signal"])
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -217,12 +217,9 @@ class Keeper:
                 return
             if pid == 0:
                 return
-            if pid == self.state.pid and self.state.status == policy.RUNNING:
-                self._exited(os.waitstatus_to_exitcode(status) if not os.WIFSIGNALED(status)
-                             else 128 + os.WTERMSIG(status))
-
-    def _on_output(self, fd: int) -> None:
-        self._read(fd)
+            if pid == self.state["pid"] and self.state["status"] == policy.RUNNING:
+                self._exited(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status)
+                             else os.waitstatus_to_exitcode(status))
 
     def _drain(self) -> None:
         for fd in list(self.pipes):
@@ -238,7 +235,7 @@ class Keeper:
         if data:
             self.log.write(self.pipes[fd], data)
             return True
-        self.sel.unregister(fd)
+        self._unwatch(fd)
         os.close(fd)
         del self.pipes[fd]
         return False
@@ -246,13 +243,15 @@ class Keeper:
     # ------------------------------------------------------------ control
 
     def _on_accept(self, listener: socket.socket) -> None:
-        conn, _ = listener.accept()
+        try:
+            conn, _ = listener.accept()
+        except BlockingIOError:
+            return
         conn.setblocking(True)
         conn.settimeout(2.0)
         try:
-            line = conn.makefile("rb").readline()
-            msg = json.loads(line)
-        except (OSError, ValueError):
+            msg = marshal.loads(read_all(conn))
+        except (OSError, ValueError, EOFError, TypeError):
             conn.close()
             return
         try:
@@ -264,50 +263,55 @@ class Keeper:
         op = msg.get("op")
         s = self.state
         if op == "status":
-            self._reply(conn, {"ok": True, "state": asdict(s)})
+            self._reply(conn, {"ok": True, "state": s})
         elif op == "wait":
             if self.finished:
-                self._reply(conn, {"ok": True, "exit_code": s.exit_code})
+                self._reply(conn, {"ok": True, "exit_code": s["exit_code"]})
             else:
                 self.waiters.append(conn)
         elif op == "stop":
-            self._stop(float(msg.get("timeout", self.spec.stop_timeout)),
-                       int(msg.get("signal") or self.spec.stop_signal))
+            self._stop(float(msg.get("timeout", self.spec["stop_timeout"])),
+                       int(msg.get("signal") or self.spec["stop_signal"]))
             self._reply(conn, {"ok": True})
         elif op == "kill":
-            sig = int(msg.get("signal") or signal.SIGKILL)
-            s.manually_stopped = True
-            if s.status == policy.RESTARTING:
+            s["manually_stopped"] = True
+            if s["status"] == policy.RESTARTING:
                 self._cancel_restart()
-            elif s.pid:
-                os.kill(s.pid, sig)
+            elif s["pid"]:
+                os.kill(s["pid"], int(msg.get("signal") or signal.SIGKILL))
             self._reply(conn, {"ok": True})
         else:
             self._reply(conn, {"ok": False, "error": f"unknown operation {op!r}"})
 
     def _stop(self, timeout: float, sig: int) -> None:
         s = self.state
-        s.manually_stopped = True
-        if s.status == policy.RESTARTING:
+        s["manually_stopped"] = True
+        if s["status"] == policy.RESTARTING:
             self._cancel_restart()
             return
-        if not s.pid:
+        pid = s["pid"]
+        if not pid:
             return
-        os.kill(s.pid, sig)
-        pid = s.pid
+        os.kill(pid, sig)
 
         def escalate() -> None:
-            if self.state.pid == pid:
+            if self.state["pid"] == pid:
                 os.kill(pid, signal.SIGKILL)
         self._after(timeout, escalate)
 
     def _cancel_restart(self) -> None:
         self.timers = []
-        self._finish(self.state.exit_code, "")
+        self._finish(self.state["exit_code"], "")
 
     @staticmethod
     def _reply(conn: socket.socket, msg: dict) -> None:
-        # A client that went away (ctrl-c on `prun wait`) needs no answer.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            conn.sendall(json.dumps(msg).encode() + b"\n")
+        try:
+            conn.sendall(marshal.dumps(msg))
+        except (BrokenPipeError, ConnectionResetError):
+            conn.close()  # the client went away (ctrl-c on `prun wait`): nobody to tell
+            return
         conn.close()
+
+
+def _ignore(signum, frame) -> None:
+    """Signals only wake the loop (set_wakeup_fd); the loop handles them."""

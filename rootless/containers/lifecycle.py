@@ -43,10 +43,10 @@ def refresh(store: Store, c: Container) -> Container:
     rundir = store.run_dir(c.id)
     st = keeper.read_state(str(rundir))
     if alive(c.keeper_pid, c.keeper_start):
-        if st is not None and st.status != policy.CREATED:
+        if st is not None and st["status"] != policy.CREATED:
             _fold(store, c, st)
         return c
-    if st is not None and st.status == policy.EXITED:
+    if st is not None and st["status"] == policy.EXITED:
         _fold(store, c, st)
     else:
         store.update(c, status=policy.EXITED, pid=0, exit_code=KEEPER_DIED,
@@ -58,10 +58,10 @@ def refresh(store: Store, c: Container) -> Container:
     return c
 
 
-def _fold(store: Store, c: Container, st: keeper.State) -> None:
-    changes = {k: getattr(st, k) for k in ("status", "pid", "exit_code", "started_at",
-                                           "finished_at", "restart_count", "error")
-               if getattr(c, k) != getattr(st, k)}
+def _fold(store: Store, c: Container, st: dict) -> None:
+    changes = {k: st[k] for k in ("status", "pid", "exit_code", "started_at",
+                                  "finished_at", "restart_count", "error")
+               if getattr(c, k) != st[k]}
     if changes:
         store.update(c, **changes)
 

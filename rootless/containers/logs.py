@@ -6,8 +6,10 @@ Rules:
   json-file driver write it; the fixed-width time makes string order time
   order. A line longer than ``MAX_LINE`` is cut into pieces without the
   trailing newline (docker does the same at 16 KiB).
-- The writer runs in the long-lived keeper: it imports only ``json``, ``os``
-  and ``time`` and never blocks on anything but its own file.
+- The writer runs in the long-lived keeper: it imports only ``os``, ``time``
+  and the C string encoder ``_json`` (the ``json`` package pulls in ``re``:
+  memory every idle container would pay), and never blocks on anything but
+  its own file. The reader side imports what it likes, lazily.
 - Rotation (``--log-opt max-size=10m,max-file=N``): once the file reaches
   max-size, ``container.log`` becomes ``container.log.1`` (the older ones
   shift up, the oldest beyond max-file-1 is deleted) and a new file starts.
@@ -19,12 +21,10 @@ Rules:
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+
+from _json import encode_basestring
 
 MAX_LINE = 16 * 1024
 DEFAULT_MAX_FILES = 1
@@ -77,9 +77,8 @@ class LogWriter:
 
     @staticmethod
     def _record(stream: str, line: bytes) -> bytes:
-        text = line.decode("utf-8", "replace")
-        return (json.dumps({"log": text, "stream": stream, "time": timestamp()},
-                           ensure_ascii=False) + "\n").encode()
+        text = encode_basestring(line.decode("utf-8", "replace"))
+        return f'{{"log":{text},"stream":"{stream}","time":"{timestamp()}"}}\n'.encode()
 
     def _append(self, data: bytes) -> None:
         if self.max_size and self._size and self._size + len(data) > self.max_size:
@@ -101,14 +100,19 @@ class LogWriter:
         self._size = 0
 
 
-@dataclass(frozen=True)
 class Entry:
-    stream: str
-    time: str
-    text: str
+    __slots__ = ("stream", "time", "text")
+
+    def __init__(self, stream: str, time: str, text: str) -> None:
+        self.stream, self.time, self.text = stream, time, text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Entry) and \
+            (other.stream, other.time, other.text) == (self.stream, self.time, self.text)
 
 
 def _parse(line: bytes) -> Entry | None:
+    import json
     try:
         obj = json.loads(line)
     except ValueError:
@@ -129,6 +133,7 @@ def log_files(path: str) -> list[str]:
 def read(path: str, tail: int | None = None, since: str | None = None,
          until: str | None = None) -> list[Entry]:
     """Entries of all files, filtered by time, the last ``tail`` of them."""
+    from collections import deque
     keep: deque[Entry] = deque(maxlen=tail) if tail is not None else deque()
     if tail == 0:
         return []
@@ -142,8 +147,7 @@ def read(path: str, tail: int | None = None, since: str | None = None,
     return list(keep)
 
 
-def follow(path: str, done: Callable[[], bool], since: str | None = None,
-           poll: float = 0.1) -> Iterator[Entry]:
+def follow(path: str, done, since: str | None = None, poll: float = 0.1):
     """Entries written to ``path`` from now on, until ``done()`` and all is read.
 
     Survives rotation: when ``path`` gets a new inode the rest of the old
@@ -186,7 +190,7 @@ def follow(path: str, done: Callable[[], bool], since: str | None = None,
         time.sleep(poll)
 
 
-def _open_wait(path: str, done: Callable[[], bool], poll: float):
+def _open_wait(path: str, done, poll: float):
     while True:
         try:
             return open(path, "rb")

@@ -16,8 +16,6 @@ Rules:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from rootless.errors import UsageError
 
 POLICIES = ("no", "on-failure", "always", "unless-stopped")
@@ -25,10 +23,21 @@ CREATED, RUNNING, RESTARTING, EXITED, DEAD = "created", "running", "restarting",
 BACKOFF_START, BACKOFF_MAX, BACKOFF_RESET_AFTER = 0.1, 10.0, 10.0
 
 
-@dataclass(frozen=True)
 class RestartPolicy:
-    name: str = "no"
-    max_retries: int = 0  # on-failure only; 0 = unlimited
+    """A parsed --restart (a plain class: the keeper must not import dataclasses)."""
+
+    __slots__ = ("name", "max_retries")
+
+    def __init__(self, name: str = "no", max_retries: int = 0) -> None:
+        self.name = name
+        self.max_retries = max_retries  # on-failure only; 0 = unlimited
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RestartPolicy) and \
+            (other.name, other.max_retries) == (self.name, self.max_retries)
+
+    def __repr__(self) -> str:
+        return f"RestartPolicy({self.name!r}, {self.max_retries})"
 
     def __str__(self) -> str:
         return f"{self.name}:{self.max_retries}" if self.max_retries else self.name

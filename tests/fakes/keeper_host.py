@@ -1,7 +1,7 @@
 """A keeper whose "container" is a plain host process (maintained fake).
 
-``host_launcher`` is a lifecycle.Launcher: it writes ``keeper.json`` (the
-KeeperSpec plus the argv) into the container's runtime dir and returns the
+``host_launcher`` is a lifecycle.Launcher: it writes ``keeper.spec`` (the
+keeper spec plus the argv, marshalled) into the container's runtime dir and returns the
 argv of this module, which serves a real Keeper over a ``HostWorkload``.
 Everything but the namespaces is the product's code: the control socket,
 logs, restart policy, state file and the CLI-side refresh.
@@ -9,13 +9,11 @@ logs, restart policy, state file and the CLI-side refresh.
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 import sys
-from dataclasses import asdict
 
-from rootless.containers.keeper import Keeper, KeeperSpec
-from rootless.containers.lifecycle import keeper_env
+from rootless.containers.keeper import Keeper
 
 
 class HostWorkload:
@@ -43,23 +41,22 @@ class HostWorkload:
 
 
 def host_launcher(store, c):
-    spec = KeeperSpec(id=c.id, rundir=str(store.run_dir(c.id)), log_path=str(store.log_path(c.id)),
-                      restart=c.config.get("restart", "no"),
-                      log_max_size=c.config.get("log_max_size", 0),
-                      log_max_files=c.config.get("log_max_files", 1),
-                      stop_timeout=c.config.get("stop_timeout", 10.0))
-    with open(os.path.join(spec.rundir, "keeper.json"), "w") as f:
-        json.dump({"spec": asdict(spec), "argv": c.command}, f)
+    from rootless.containers.lifecycle import keeper_env
+    spec = {"rundir": str(store.run_dir(c.id)), "log_path": str(store.log_path(c.id)),
+            **{k: c.config[k] for k in ("restart", "log_max_size", "log_max_files",
+                                        "stop_timeout") if k in c.config}}
+    with open(os.path.join(spec["rundir"], "keeper.spec"), "wb") as f:
+        marshal.dump({"spec": spec, "argv": c.command}, f)
     env = keeper_env()
     env["PYTHONPATH"] += os.pathsep + os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))))
-    return [sys.executable, "-S", "-m", "tests.fakes.keeper_host", spec.rundir], env
+    return [sys.executable, "-S", "-m", "tests.fakes.keeper_host", spec["rundir"]], env
 
 
 def main() -> int:
-    with open(os.path.join(sys.argv[1], "keeper.json")) as f:
-        cfg = json.load(f)
-    keeper = Keeper(KeeperSpec(**cfg["spec"]), HostWorkload(cfg["argv"]))
+    with open(os.path.join(sys.argv[1], "keeper.spec"), "rb") as f:
+        cfg = marshal.load(f)
+    keeper = Keeper(cfg["spec"], HostWorkload(cfg["argv"]))
     return keeper.serve(int(os.environ["PRUN_READY_FD"]))
 
 
