@@ -17,6 +17,7 @@ Rules:
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,4 +178,19 @@ class NetworkHook:
         if self.slirp is not None:
             self.slirp.stop()
             self.slirp = None
-        (self.state_dir / PORTS_FILE).unlink(missing_ok=True)
+        if self.state_dir is not None:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def hook(req, cid: str, config: dict) -> NetworkHook:
+    """The supervisor's factory (rootless.supervisor.NETWORKS): ``req`` is the
+    RunRequest, ``config`` the image config (its ExposedPorts feed -P). Ports
+    are checked and chosen here, before the helper starts anything."""
+    from rootless.paths import Paths
+
+    p = plan(NetworkRequest(
+        network=req.network, publish=req.publish, publish_all=req.publish_all,
+        expose=list((config or {}).get("ExposedPorts") or {}), dns=req.dns,
+        dns_search=req.dns_search, dns_option=req.dns_option, add_host=req.add_host,
+        no_hosts=req.no_hosts, hostname=req.hostname or cid[:12], name=req.name or ""))
+    return NetworkHook(p, Paths.from_env().runtime / "c" / cid[:12] / "net")
