@@ -31,6 +31,7 @@ log = logging.getLogger("prun")
 # this order, like `podman --help`.
 COMMANDS: dict[str, dict[str, str]] = {
     "Manage containers": {
+        "run": "rootless.cli.run:run",
         "ps": "rootless.cli.containers:ps",
         "logs": "rootless.cli.containers:logs",
         "stop": "rootless.cli.containers:stop",
@@ -42,7 +43,6 @@ COMMANDS: dict[str, dict[str, str]] = {
         "container": "rootless.cli.containers:container",
         "volume": "rootless.cli.volumes:volume",
         "port": "rootless.cli.network:port",
-        "run": "rootless.cli.run:run",
     },
     "Manage images": {
         "pull": "rootless.cli.images:pull",
