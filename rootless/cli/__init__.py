@@ -30,8 +30,34 @@ log = logging.getLogger("prun")
 # section title -> {command name: "module:attribute"}; help lists sections in
 # this order, like `podman --help`.
 COMMANDS: dict[str, dict[str, str]] = {
-    "Manage containers": {},
-    "Manage images": {},
+    "Manage containers": {
+        "run": "rootless.cli.run:run",
+        "ps": "rootless.cli.containers:ps",
+        "logs": "rootless.cli.containers:logs",
+        "stop": "rootless.cli.containers:stop",
+        "kill": "rootless.cli.containers:kill",
+        "rm": "rootless.cli.containers:rm",
+        "wait": "rootless.cli.containers:wait",
+        "inspect": "rootless.cli.containers:inspect",
+        "rename": "rootless.cli.containers:rename",
+        "container": "rootless.cli.containers:container",
+        "volume": "rootless.cli.volumes:volume",
+        "port": "rootless.cli.network:port",
+    },
+    "Manage images": {
+        "pull": "rootless.cli.images:pull",
+        "push": "rootless.cli.images:push",
+        "images": "rootless.cli.images:images",
+        "rmi": "rootless.cli.images:rmi",
+        "tag": "rootless.cli.images:tag",
+        "load": "rootless.cli.images:load",
+        "save": "rootless.cli.images:save",
+        "import": "rootless.cli.images:import_",
+        "history": "rootless.cli.images:history",
+        "image": "rootless.cli.images:image",
+        "login": "rootless.cli.images:login",
+        "logout": "rootless.cli.images:logout",
+    },
     "System": {
         "info": "rootless.cli.system:info",
         "version": "rootless.cli.system:version",
