@@ -41,7 +41,10 @@ from collections.abc import Callable
 from ctypes import (CFUNCTYPE, POINTER, c_char_p, c_double, c_int, c_size_t, c_uint,
                     c_uint64, c_ulong, c_void_p)
 
-import fuse as _fusepy
+# Without a path fusepy runs `ldconfig -p` (a fork+exec) to find libfuse;
+# the soname is what the dynamic loader resolves anyway.
+os.environ.setdefault("FUSE_LIBRARY_PATH", "libfuse.so.2")
+import fuse as _fusepy  # noqa: E402
 
 from fusefs import _libc
 from fusefs.fs import UnionFS
