@@ -16,22 +16,9 @@ import pytest
 
 from fusefs import meta
 from fusefs.fs import UnionFS
+from tests.support.layers import build_layer
 
 ME = (os.geteuid(), os.getegid())
-
-
-def build(root: Path, tree: dict) -> Path:
-    """Create a layer from {name: str (file) | dict (dir) | ("link", target)}."""
-    root.mkdir(parents=True, exist_ok=True)
-    for name, value in tree.items():
-        p = root / name
-        if isinstance(value, dict):
-            build(p, value)
-        elif isinstance(value, tuple):
-            os.symlink(value[1], p)
-        else:
-            p.write_text(value)
-    return root
 
 
 @pytest.fixture
@@ -40,7 +27,7 @@ def stack(tmp_path):
     os.umask(0)
 
     def make(*trees: dict) -> UnionFS:
-        lowers = [build(tmp_path / f"l{i}", t) for i, t in enumerate(trees)]
+        lowers = [build_layer(tmp_path / f"l{i}", t) for i, t in enumerate(trees)]
         (tmp_path / "upper").mkdir(0o755)
         (tmp_path / "work").mkdir(0o700)
         return UnionFS([str(p) for p in lowers], str(tmp_path / "upper"),
@@ -293,7 +280,7 @@ def test_xattrs_user_capability_and_hidden_internal(stack, tmp_path):
 
 
 def test_read_only_union_refuses_changes(tmp_path):
-    build(tmp_path / "l", {"f": "x"})
+    build_layer(tmp_path / "l", {"f": "x"})
     fs = UnionFS([str(tmp_path / "l")])
     assert read(fs, "/f") == b"x"
     assert errno_of(fs.unlink, "/f") == errno.EROFS

@@ -23,6 +23,7 @@ import pytest
 
 from fusefs import meta
 from tests.support.caps import require, require_device, require_non_root, require_tool
+from tests.support.layers import build_layer
 
 pytestmark = pytest.mark.integration
 
@@ -36,19 +37,6 @@ def _host():
     require_device("/dev/fuse")
     require_tool("unshare")
     require(TOOL.exists(), f"{TOOL} is not installed (pip install -e . creates it)")
-
-
-def layer(root: Path, tree: dict) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for name, value in tree.items():
-        p = root / name
-        if isinstance(value, dict):
-            layer(p, value)
-        elif isinstance(value, tuple):
-            os.symlink(value[1], p)
-        else:
-            p.write_text(value)
-    return root
 
 
 def in_userns(tmp_path: Path, lowers: list[Path], script: str, *, multi: bool = False,
@@ -72,14 +60,14 @@ def in_userns(tmp_path: Path, lowers: list[Path], script: str, *, multi: bool = 
 
 
 def test_three_layer_stack_through_ls_cat_find_and_tar(tmp_path):
-    bottom = layer(tmp_path / "bottom", {
+    bottom = build_layer(tmp_path / "bottom", {
         "etc": {"passwd": "root:x:0:0::/root:/bin/sh\n", "motd": "bottom\n"},
         "gone": "x", "d": {"a": "a", "b": "b"}, "o": {"old": ""}, "bin": ("link", "usr/bin"),
         "usr": {"bin": {"tool": "#!/bin/sh\n"}}})
-    middle = layer(tmp_path / "middle", {
+    middle = build_layer(tmp_path / "middle", {
         ".wh.gone": "", "d": {".wh.a": "", "m": "m"}, "o": {".wh..wh..opq": "", "new": ""},
         "etc": {"motd": "middle\n"}})
-    top = layer(tmp_path / "top", {"d": {"t": "t"}, "etc": {"hostname": "box\n"}})
+    top = build_layer(tmp_path / "top", {"d": {"t": "t"}, "etc": {"hostname": "box\n"}})
     res = in_userns(tmp_path, [top, middle, bottom], """
         cd $M
         find . | sort
@@ -98,7 +86,7 @@ def test_three_layer_stack_through_ls_cat_find_and_tar(tmp_path):
 
 
 def test_changes_land_in_upper_as_an_oci_diff(tmp_path):
-    low = layer(tmp_path / "low", {"etc": {"conf": "v1\n", "rm-me": "x"}, "dir": {"s": {"f": "1\n"}},
+    low = build_layer(tmp_path / "low", {"etc": {"conf": "v1\n", "rm-me": "x"}, "dir": {"s": {"f": "1\n"}},
                                    "var": {"old": {"x": ""}}})
     before = os.lstat(low / "etc/conf")
     res = in_userns(tmp_path, [low], """
@@ -125,7 +113,7 @@ def test_changes_land_in_upper_as_an_oci_diff(tmp_path):
 
 
 def test_hard_links_and_inode_numbers_through_copy_up(tmp_path):
-    low = layer(tmp_path / "low", {"a": "shared\n", "x": {"y": ""}, "z": ""})
+    low = build_layer(tmp_path / "low", {"a": "shared\n", "x": {"y": ""}, "z": ""})
     os.link(low / "a", low / "x/b")
     res = in_userns(tmp_path, [low], """
         cd $M
@@ -161,7 +149,7 @@ def test_tar_extract_into_the_mount_matches_the_host(tmp_path):
         tf.add(src, arcname=".", filter=as_root)
     host = tmp_path / "host"
     host.mkdir()
-    low = layer(tmp_path / "low", {"x": {}})
+    low = build_layer(tmp_path / "low", {"x": {}})
     res = in_userns(tmp_path, [low], f"""
         tar -C $M/x -xf {tarball}
         tar -C {host} -xf {tarball}
@@ -218,7 +206,7 @@ print(json.dumps(out))
 
 
 def test_file_api_semantics_with_python(tmp_path):
-    low = layer(tmp_path / "low", {"data": "hello world\n", "log": "one\n"})
+    low = build_layer(tmp_path / "low", {"data": "hello world\n", "log": "one\n"})
     (tmp_path / "checks.py").write_text(PY_CHECKS)
     res = in_userns(tmp_path, [low], f'$PY {tmp_path / "checks.py"} $M')
     out = json.loads(res.stdout)
@@ -232,7 +220,7 @@ def test_file_api_semantics_with_python(tmp_path):
 
 def test_ownership_and_modes_come_from_metadata(tmp_path):
     require_tool("setpriv")
-    low = layer(tmp_path / "low", {"secret": "s3cret\n", "owned": "", "null": "", "pub": "p\n"})
+    low = build_layer(tmp_path / "low", {"secret": "s3cret\n", "owned": "", "null": "", "pub": "p\n"})
     meta.write(str(low / "secret"), meta.Meta(0, 0, 0o600))
     meta.write(str(low / "owned"), meta.Meta(1000, 1000, 0o4755))
     meta.write(str(low / "null"), meta.Meta(0, 0, 0o666, stat.S_IFCHR, os.makedev(1, 3)))
@@ -258,7 +246,7 @@ def test_ownership_and_modes_come_from_metadata(tmp_path):
 
 
 def test_sigkill_leaves_a_consistent_upper_and_a_cleanable_mount(tmp_path):
-    low = layer(tmp_path / "low", {"many": {f"f{i}": f"{i}\n" * 2000 for i in range(300)}})
+    low = build_layer(tmp_path / "low", {"many": {f"f{i}": f"{i}\n" * 2000 for i in range(300)}})
     res = in_userns(tmp_path, [low], """
         ( for f in $M/many/*; do echo tail >> $f; done ) 2>/dev/null &
         sleep 0.3
