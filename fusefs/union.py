@@ -173,19 +173,20 @@ class Union:
         if not stat.S_ISDIR(st.st_mode):
             return Entry(path, layer, real, st, None)
         merged = [(layer, real)]
-        if not whiteout.is_opaque(real):
-            for lj, dj in parent.dirs[i + 1:]:
-                below = f"{dj}/{name}"
+        below = parent.dirs[i + 1:]
+        if below and not whiteout.is_opaque(real):
+            for k, (lj, dj) in enumerate(below, 1):
+                under = f"{dj}/{name}"
                 try:
-                    st2 = os.lstat(below)
+                    st2 = os.lstat(under)
                 except FileNotFoundError:
                     if whiteout.exists(dj, name):
                         break
                     continue
                 if not stat.S_ISDIR(st2.st_mode):
                     break
-                merged.append((lj, below))
-                if whiteout.is_opaque(below):
+                merged.append((lj, under))
+                if k < len(below) and whiteout.is_opaque(under):
                     break
         return Entry(path, layer, real, st, merged)
 
