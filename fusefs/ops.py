@@ -319,8 +319,9 @@ class _Adapter:
     def _child(self, parent: int, name: bytes) -> str:
         return join(self.nodes.path(parent), os.fsdecode(name))
 
-    def _entry(self, req, path: str, fi=None) -> None:
-        a = self.fs.getattr(path)
+    def _entry(self, req, path: str, a: Attr | None = None, fi=None) -> None:
+        if a is None:
+            a = self.fs.getattr(path)
         nid = _nid(a.ino)
         e = _ENTRY.pack(nid, 0, *_stat_values(a), self.timeout, self.timeout)
         self.nodes.remember(nid, path)
@@ -329,7 +330,7 @@ class _Adapter:
                 self.nodes.forget(nid, 1)
         elif _reply_create(req, e, fi):
             self.nodes.forget(nid, 1)
-            os.close(fi.contents.fh)
+            self._closed(nid, fi.contents.fh)
 
     def _attr(self, nid: int) -> Attr:
         paths = self.nodes.paths.get(nid)
@@ -482,9 +483,9 @@ class _Adapter:
         fi.fh = fd = self.fs.create(path, mode, fi.flags, *self._caller(req))
         fi.keep_cache = 1
         self._changed(parent)
-        nid = _nid(self.fs.fattr(fd).ino)
-        self._opened(nid, fd)
-        self._entry(req, path, fip)
+        a = self.fs.fattr(fd)
+        self._opened(_nid(a.ino), fd)
+        self._entry(req, path, a, fip)
 
     def _opened(self, nid: int, fd: int) -> None:
         with self.nodes.lock:
