@@ -55,10 +55,17 @@ class UnionFS(Union):
                 perm |= stat.S_ISGID
         return meta.Meta(uid, gid, perm & 0o7777)
 
-    def _store_meta(self, ref: str | int, m: meta.Meta, is_dir: bool) -> None:
-        """Write metadata unless the on-disk file already serves exactly it."""
+    def _store_meta(self, ref: str | int, m: meta.Meta, is_dir: bool,
+                    stored: meta.Meta | None = None) -> None:
+        """Make ``ref`` serve ``m``; ``stored`` is its current xattr value.
+
+        Nothing is written when it already serves exactly ``m``: tar and cp -a
+        chown/chmod every file to what it already is.
+        """
         plain = meta.Meta(self.owner[0], self.owner[1], copyup.disk_perm(m.perm, is_dir=is_dir))
-        if m != plain:
+        if stored is None and m == plain:
+            return
+        if stored != m:
             meta.write(ref, m)
 
     def _trash(self, real: str) -> None:
@@ -239,21 +246,24 @@ class UnionFS(Union):
             e = self.copy_up(self.lookup(path))
             if stat.S_ISLNK(e.st.st_mode):
                 raise _err(errno.EOPNOTSUPP, path)
-            m = self.served(e)
+            stored = meta.read(e.real)
+            m = copyup.served_meta(e.st, stored)
             m = meta.Meta(m.uid, m.gid, stat.S_IMODE(mode), m.kind, m.rdev)
             disk = copyup.disk_perm(m.perm, is_dir=e.is_dir)
             if stat.S_IMODE(e.st.st_mode) != disk:
                 os.chmod(e.real, disk)
-            meta.write(e.real, m)
+            self._store_meta(e.real, m, e.is_dir, stored)
 
     def chown(self, path: str, uid: int, gid: int) -> None:
         with self.lock:
             e = self.copy_up(self.lookup(path))
             if stat.S_ISLNK(e.st.st_mode):
                 return   # no metadata on symlinks; ownership has no effect there
-            m = self.served(e)
-            meta.write(e.real, meta.Meta(m.uid if uid < 0 else uid, m.gid if gid < 0 else gid,
-                                         m.perm, m.kind, m.rdev))
+            stored = meta.read(e.real)
+            m = copyup.served_meta(e.st, stored)
+            self._store_meta(e.real, meta.Meta(m.uid if uid < 0 else uid,
+                                               m.gid if gid < 0 else gid, m.perm, m.kind, m.rdev),
+                             e.is_dir, stored)
 
     def truncate(self, path: str, length: int) -> None:
         with self.lock:

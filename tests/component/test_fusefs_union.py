@@ -293,3 +293,15 @@ def test_symlinks_are_served_not_followed(stack, tmp_path):
     assert errno_of(fs.getattr, "/etc/passwd") == errno.ENOTDIR
     fs.symlink("target", "/new", *ME)
     assert os.readlink(tmp_path / "upper/new") == "target"
+
+
+def test_chown_back_to_the_storage_owner_drops_no_stale_metadata(stack, tmp_path):
+    fs = stack({})
+    os.close(fs.create("/f", 0o644, os.O_WRONLY, *ME))
+    fs.chown("/f", *ME)
+    assert meta.read(str(tmp_path / "upper/f")) is None     # nothing to store
+    fs.chown("/f", 7, 8)
+    fs.chown("/f", *ME)
+    fs.chmod("/f", 0o640)
+    a = fs.getattr("/f")
+    assert (a.uid, a.gid, stat.S_IMODE(a.mode)) == (*ME, 0o640)
