@@ -35,8 +35,9 @@ _IGNORED = {"rw", "dev", "nodev", "exec", "noexec", "atime", "noatime", "relatim
             "strictatime", "nodiratime", "lazytime", "sync", "async", "dirsync", "noacl",
             "static_nlink", "volatile", "xattr_permissions", "redirect_dir", "ino32_t",
             "fsync", "threaded", "context", "fscontext", "defcontext", "rootcontext",
-            "max_idle_threads", "plugins", "fast_ino", "writeback", "default_permissions"}
-_PASSED = {"allow_other", "allow_root", "auto_unmount", "clone_fd"}
+            "max_idle_threads", "plugins", "fast_ino", "writeback", "default_permissions",
+            "clone_fd"}
+_PASSED = {"allow_other", "allow_root", "auto_unmount"}
 
 
 class Usage(Exception):
