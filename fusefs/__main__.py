@@ -16,7 +16,8 @@ Rules:
 - Without ``-f`` the command returns only once the mount answers requests
   (the server keeps running in a new session with stdio on /dev/null, so a
   caller reading our output, like containers-storage, sees EOF at once);
-  with ``-f`` (or ``-d``) it serves in the foreground until unmounted.
+  with ``-f`` (or ``-d``) it serves in the foreground until unmounted. The
+  daemon logs unexpected failures (with tracebacks) to syslog.
 - Exit status: 0 once mounted (or after a foreground unmount), 1 with
   ``prun-overlayfs: error: …`` when the mount fails, 2 for a usage error.
 - Only this module parses; it imports the FUSE machinery just before
@@ -151,6 +152,17 @@ def _int(kv: dict[str, str | None], key: str) -> int | None:
         raise Usage(f"-o {key}={value}: not a number") from None
 
 
+def _log_to_syslog() -> None:
+    """A daemon's stderr is /dev/null: failures go to syslog when there is one."""
+    if not os.path.exists("/dev/log"):
+        return
+    import logging
+    import logging.handlers
+    handler = logging.handlers.SysLogHandler(address="/dev/log")
+    handler.setFormatter(logging.Formatter("prun-overlayfs[%(process)d]: %(message)s"))
+    logging.getLogger("fusefs").addHandler(handler)
+
+
 def _daemon(spec) -> int:
     """Fork a server in a new session; return once it reports the mount."""
     r, w = os.pipe()
@@ -162,6 +174,7 @@ def _daemon(spec) -> int:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
+        _log_to_syslog()
         from fusefs.server import FuseMountError, serve
         try:
             serve(spec, w)
