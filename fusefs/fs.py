@@ -80,8 +80,8 @@ class UnionFS(Union):
             pe, updir, name = self._new_name(path)
             m = self._owner_meta(pe, uid, gid, stat.S_IMODE(mode), False)
             real = f"{updir}/{name}"
-            fd = os.open(real, (flags & ~os.O_NOCTTY) | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, copyup.disk_perm(m.perm, is_dir=False))
+            fd = os.open(real, (flags & ~(os.O_NOCTTY | os.O_APPEND)) | os.O_CREAT | os.O_EXCL
+                         | os.O_NOFOLLOW | os.O_CLOEXEC, copyup.disk_perm(m.perm, is_dir=False))
             try:
                 self._store_meta(fd, m, False)
             except BaseException:

@@ -24,6 +24,9 @@ Rules:
   upper dir are shared); reads and writes through open fds do not.
 - The core expects umask 0 (fusefs.server sets it) so on-disk modes are the
   ones it asks for.
+- Backing files are opened without O_APPEND: the kernel already turns an
+  append into a write at the end, and Linux's pwrite on an O_APPEND fd would
+  append page write-backs of shared mmaps that reach us through that fd.
 """
 
 from __future__ import annotations
@@ -297,7 +300,7 @@ class Union:
             e = self.lookup(path)
             if write and e.layer != 0:
                 e = self.copy_up(e, data=not flags & os.O_TRUNC)
-        return os.open(e.real, (flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY))
+        return os.open(e.real, (flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_APPEND))
                        | os.O_NOFOLLOW | os.O_CLOEXEC)
 
     def statfs(self) -> os.statvfs_result:

@@ -45,8 +45,10 @@ def read(fs: UnionFS, path: str) -> bytes:
 
 
 def write(fs: UnionFS, path: str, data: bytes, flags: int = os.O_WRONLY | os.O_APPEND) -> None:
+    """Append as the kernel does: backing fds have no O_APPEND, writes carry offsets."""
     fd = fs.open(path, flags)
     try:
+        os.lseek(fd, 0, os.SEEK_END)
         os.write(fd, data)
     finally:
         os.close(fd)
