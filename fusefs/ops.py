@@ -48,7 +48,7 @@ os.environ.setdefault("FUSE_LIBRARY_PATH", "libfuse.so.2")
 import fuse as _fusepy  # noqa: E402
 
 from fusefs import _libc
-from fusefs.fs import UnionFS
+from fusefs.fs import UnionFS, set_times
 from fusefs.union import Attr, join, split
 
 log = logging.getLogger("fusefs")
@@ -374,22 +374,28 @@ class _Adapter:
         _reply_attr(req, _STAT.pack(*_stat_values(self._attr(nid))), self.timeout)
 
     def op_setattr(self, req, nid, attr, to_set, fi):
-        path = self.nodes.path(nid)
         a = attr.contents
-        if to_set & _SET_MODE:
-            self.fs.chmod(path, a.st_mode)
-        if to_set & (_SET_UID | _SET_GID):
-            self.fs.chown(path, a.st_uid if to_set & _SET_UID else -1,
-                          a.st_gid if to_set & _SET_GID else -1)
-        if to_set & _SET_SIZE:
-            if fi:
-                os.ftruncate(fi.contents.fh, a.st_size)
-            else:
-                self.fs.truncate(path, a.st_size)
-        if to_set & (_SET_ATIME | _SET_MTIME | _SET_ATIME_NOW | _SET_MTIME_NOW):
-            self.fs.utimens(path, self._time(to_set, _SET_ATIME, _SET_ATIME_NOW, a.st_atimespec),
-                            self._time(to_set, _SET_MTIME, _SET_MTIME_NOW, a.st_mtimespec))
-        _reply_attr(req, _STAT.pack(*_stat_values(self.fs.getattr(path))), self.timeout)
+        if fi and not self.nodes.paths.get(nid):
+            # An open-unlinked file: only what its fd can do.
+            fd = fi.contents.fh
+            if to_set & _SET_SIZE:
+                os.ftruncate(fd, a.st_size)
+            if to_set & (_SET_ATIME | _SET_MTIME | _SET_ATIME_NOW | _SET_MTIME_NOW):
+                set_times(fd, os.fstat(fd),
+                          self._time(to_set, _SET_ATIME, _SET_ATIME_NOW, a.st_atimespec),
+                          self._time(to_set, _SET_MTIME, _SET_MTIME_NOW, a.st_mtimespec))
+            _reply_attr(req, _STAT.pack(*_stat_values(self.fs.fattr(fd))), self.timeout)
+            return
+        result = self.fs.setattr(
+            self.nodes.path(nid),
+            mode=a.st_mode if to_set & _SET_MODE else None,
+            uid=a.st_uid if to_set & _SET_UID else -1,
+            gid=a.st_gid if to_set & _SET_GID else -1,
+            size=a.st_size if to_set & _SET_SIZE else None,
+            fd=fi.contents.fh if fi and to_set & _SET_SIZE else None,
+            atime=self._time(to_set, _SET_ATIME, _SET_ATIME_NOW, a.st_atimespec),
+            mtime=self._time(to_set, _SET_MTIME, _SET_MTIME_NOW, a.st_mtimespec))
+        _reply_attr(req, _STAT.pack(*_stat_values(result)), self.timeout)
 
     @staticmethod
     def _time(to_set: int, given: int, now: int, ts) -> int | None | bool:

@@ -184,6 +184,8 @@ fd = os.open(f"{m}/tmpfile", os.O_RDWR | os.O_CREAT, 0o600)
 os.unlink(f"{m}/tmpfile")
 os.write(fd, b"still here")
 out["unlinked"] = [os.pread(fd, 20, 0).decode(), os.fstat(fd).st_size, os.path.exists(f"{m}/tmpfile")]
+os.ftruncate(fd, 5)
+out["unlinked"].append(os.pread(fd, 20, 0).decode())
 os.close(fd)
 out["long"] = err(os.open, f"{m}/" + "n" * 256, os.O_CREAT | os.O_WRONLY)
 out["mknod_chr"] = err(os.mknod, f"{m}/null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
@@ -212,7 +214,7 @@ def test_file_api_semantics_with_python(tmp_path):
     out = json.loads(res.stdout)
     assert out == {
         "mmap": "HELLO world", "append": "one\ntwo\n", "excl": "EEXIST",
-        "unlinked": ["still here", 10, False], "long": "ENAMETOOLONG", "mknod_chr": "EPERM",
+        "unlinked": ["still here", 10, False, "still"], "long": "ENAMETOOLONG", "mknod_chr": "EPERM",
         "fifo": True, "socket": [True, "x"], "xattr": ["v", ["user.note"]],
         "trusted": "EPERM", "fallocate": 1 << 20, "statfs": 255, "truncate": "one"}
     assert (low / "data").read_text() == "hello world\n"
