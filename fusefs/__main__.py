@@ -8,7 +8,7 @@ Rules:
   without them it is read-only. ``squash_to_uid``, ``squash_to_gid``,
   ``squash_to_root``, ``allow_other``, ``allow_root``, ``suid``, ``nosuid``,
   ``ro``, ``timeout`` (kernel cache seconds) and ``debug`` have
-  fuse-overlayfs' meaning. Mount flags the kernel applies elsewhere or that
+  fuse-overlayfs' meaning; ``threads=N`` sets prun's serving threads. Mount flags the kernel applies elsewhere or that
   change nothing here (rw, dev, exec, noatime, context=…, fsync=…, …) are
   accepted and ignored; ``uidmapping``/``gidmapping`` are refused (prun
   serves ids as stored, see fusefs.meta); any other option is ignored with
@@ -100,6 +100,7 @@ def parse(argv: list[str]) -> tuple[object, bool, list[str]]:
             else DEFAULT_TIMEOUT
     except ValueError:
         raise Usage("-o timeout=SECONDS: not a number") from None
+    threads = _int(kv, "threads")
     read_only = "ro" in kv
     kv.pop("ro", None)
     debug = debug or "debug" in kv
@@ -120,6 +121,7 @@ def parse(argv: list[str]) -> tuple[object, bool, list[str]]:
         mountpoint=Path(os.path.abspath(positional[0])),
         squash_uid=squash_uid, squash_gid=squash_gid, suid=suid, timeout=timeout,
         debug=debug, allow_other=allow_other,
+        **({} if threads is None else {"threads": max(1, threads)}),
         extra=[e for e in extra if e != "allow_other"])
     return spec, foreground, notes
 
