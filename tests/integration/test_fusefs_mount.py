@@ -273,3 +273,25 @@ def test_mount_errors_are_reported(tmp_path):
     res = in_userns(tmp_path, [tmp_path / "missing"], "true", check=False)
     assert res.returncode == 1
     assert "prun-overlayfs: error: mount" in res.stderr and "missing" in res.stderr
+
+
+def test_many_processes_at_once(tmp_path):
+    low = build_layer(tmp_path / "low", {"shared": {f"f{i}": f"{i}\n" * 500 for i in range(50)}})
+    res = in_userns(tmp_path, [low], """
+        work() {
+            mkdir $M/p$1
+            for i in $(seq 60); do
+                echo "$1-$i" > $M/p$1/n$i
+                mv $M/p$1/n$i $M/p$1/m$i
+                cat $M/shared/f$((i % 50)) >> $M/p$1/m$i
+                echo "$1" >> $M/shared/f$((i % 50))
+            done
+        }
+        for p in 1 2 3 4 5 6; do work $p & done
+        wait
+        ls $M/p*/ | grep -c '^m'
+        cat $M/shared/f* | grep -vc '^[0-9]*$' || true
+        cat $M/shared/f* | wc -l
+        head -1 $M/p3/m7
+    """)
+    assert res.stdout.split() == ["360", "0", str(50 * 500 + 360), "3-7"]
