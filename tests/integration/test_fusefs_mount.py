@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -50,13 +51,34 @@ def in_userns(tmp_path: Path, lowers: list[Path], script: str, *, multi: bool = 
             f"PY={shlex.quote(sys.executable)}\n"
             f"{shlex.quote(str(TOOL))} -o lowerdir={lowerdir},upperdir=$U,workdir=$W,"
             "rw,nodev,noatime $M\n"
-            "trap 'umount $M 2>/dev/null || true' EXIT\n" + script)
+            # cd / first: a script that cd'ed into $M would keep it busy and
+            # leave the server (and its namespace) behind.
+            "trap 'cd /; if grep -q \" $M \" /proc/self/mounts; then umount $M; fi' EXIT\n"
+            + script)
     argv = ["unshare", *(MULTI if multi else ["--map-root-user"]), "--mount",
             "--propagation", "private", "bash", "-euo", "pipefail", "-c", full]
     res = subprocess.run(argv, capture_output=True, text=True, timeout=240)
+    assert not _servers_left(m), "the FUSE server outlived its unmount"
     if check:
         assert res.returncode == 0, f"rc={res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
     return res
+
+
+def _servers_left(mountpoint: Path, wait: float = 5.0) -> list[int]:
+    """Pids of processes whose command line ends with ``mountpoint``."""
+    deadline = time.monotonic() + wait
+    while True:
+        left = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if len(cmd) > 1 and cmd[-2] == os.fsencode(mountpoint):
+                left.append(int(pid))
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
 
 
 def test_three_layer_stack_through_ls_cat_find_and_tar(tmp_path):
