@@ -17,6 +17,10 @@ Rules:
   changes only through the mount while it is served: nothing may write into
   the upper dir or the layers behind its back. ``fuse_options`` is the pure
   planner of libfuse's mount and low-level options.
+- ``spec.threads`` threads serve requests. SIGTERM/SIGINT/SIGHUP (when
+  serve runs in the main thread) unmount lazily and serve returns once the
+  last open file is closed; SIGKILL leaves a dead mount (ENOTCONN) that a
+  plain umount removes, and an upper dir without half copies.
 """
 
 from __future__ import annotations
