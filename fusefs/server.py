@@ -37,11 +37,12 @@ MAX_IO = 128 * 1024
 # Nothing changes behind the kernel's back (see the rules), so, as in
 # fuse-overlayfs, entries and attributes are cached for the mount's lifetime.
 DEFAULT_TIMEOUT = 1_000_000.0
-# Callbacks hold the GIL, so threads overlap only the C side: file data (read
-# replies splice in libfuse without the GIL) and blocking syscalls. Measured
-# here: cold 1 GiB read 1 thread ~130 MiB/s, 4 threads ~230; find over 50k
-# entries ~20% slower with 4 (GIL hand-overs). Two is the compromise.
-DEFAULT_THREADS = 2
+# Callbacks hold the GIL, so threads overlap only the C side (spliced read
+# replies, blocking syscalls) and cost GIL hand-overs: measured here, find
+# over 50k entries and tar x took 1.5-2x longer with two threads than with
+# one. Sequential cold reads get their overlap from host read-ahead instead
+# (fusefs.ops asks for it), so one thread serves.
+DEFAULT_THREADS = 1
 
 
 class FuseMountError(PrunError):
