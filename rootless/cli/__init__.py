@@ -31,7 +31,20 @@ log = logging.getLogger("prun")
 # this order, like `podman --help`.
 COMMANDS: dict[str, dict[str, str]] = {
     "Manage containers": {},
-    "Manage images": {},
+    "Manage images": {
+        "pull": "rootless.cli.images:pull",
+        "push": "rootless.cli.images:push",
+        "images": "rootless.cli.images:images",
+        "rmi": "rootless.cli.images:rmi",
+        "tag": "rootless.cli.images:tag",
+        "load": "rootless.cli.images:load",
+        "save": "rootless.cli.images:save",
+        "import": "rootless.cli.images:import_",
+        "history": "rootless.cli.images:history",
+        "image": "rootless.cli.images:image",
+        "login": "rootless.cli.images:login",
+        "logout": "rootless.cli.images:logout",
+    },
     "System": {
         "info": "rootless.cli.system:info",
         "version": "rootless.cli.system:version",
