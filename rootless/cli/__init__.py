@@ -48,6 +48,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "System": {
         "info": "rootless.cli.system:info",
         "version": "rootless.cli.system:version",
+        "system": "rootless.cli.system:system",
     },
 }
 

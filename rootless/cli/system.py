@@ -57,3 +57,34 @@ def version() -> int:
     click.echo(f"prun version {__version__}")
     click.echo(f"python {platform.python_version()} ({sys.executable})")
     return 0
+
+
+@click.group()
+def system() -> None:
+    """Manage prun's own state: seed a new store, or wipe it.
+
+    \b
+    Example:
+      prun system init
+      prun system reset -f
+    """
+
+
+@system.command()
+def init() -> int:
+    """Seed the store with localhost/busybox:latest (from the host's busybox-static).
+
+    `scripts/install` runs this, so `prun run busybox ...` works on a machine
+    with no registry in reach. Running it again changes nothing.
+
+    \b
+    Example:
+      prun system init && prun run --rm busybox echo hello
+    """
+    from rootless.images import seed
+    from rootless.images.store import Store
+
+    image_id, created = seed.seed(Store.default())
+    short = image_id.split(":")[1][:12]
+    click.echo(f"{seed.DEFAULT_IMAGE} {'seeded' if created else 'present'} ({short})")
+    return 0

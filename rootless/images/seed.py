@@ -10,20 +10,23 @@ Rules:
   and ``/etc/group`` with root and nobody, ``/tmp`` 1777. A dynamically
   linked busybox is refused: it would not run without the host's libc.
 - The tar is reproducible (fixed mtime, sorted entries, owner root), so
-  seeding twice gives the same image ID and ``init`` is idempotent.
-- It enters the store through the ordinary ``prun import`` path; ``run`` has
-  no special case for it.
+  every store gets the same layer; seeding is a no-op while the tag exists,
+  which makes ``init`` idempotent.
+- It enters the store through the ordinary ``prun import`` path
+  (``archive.import_rootfs``); ``run`` has no special case for it.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import struct
 import subprocess
 import tarfile
 from pathlib import Path
 
 from rootless.errors import HostSetupError
+from rootless.images.store import Store
 
 DEFAULT_IMAGE = "localhost/busybox:latest"
 BUSYBOX = Path("/bin/busybox")
@@ -36,6 +39,7 @@ DIRS = {"bin": 0o755, "sbin": 0o755, "usr": 0o755, "usr/bin": 0o755, "usr/sbin":
         "etc": 0o755, "root": 0o700, "tmp": 0o1777, "home": 0o755, "proc": 0o555,
         "sys": 0o555, "dev": 0o755, "run": 0o755, "var": 0o755}
 PT_INTERP = 3
+ENV_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NO_BUSYBOX_HINT = "install Debian's busybox-static: sudo apt-get install busybox-static"
 
 
@@ -90,3 +94,22 @@ def busybox_layer(busybox: Path = BUSYBOX) -> bytes:
         for name, target in sorted(links.items()):
             tar.addfile(_info(name, tarfile.SYMTYPE, 0o777, linkname=target))
     return buf.getvalue()
+
+
+def seed(store: Store, busybox: Path = BUSYBOX) -> tuple[str, bool]:
+    """Make sure ``localhost/busybox:latest`` exists: (image ID, created now)."""
+    from rootless.images import archive
+
+    found = store.lookup(DEFAULT_IMAGE, search=[])
+    if found:
+        return found[0], False
+    layer = busybox_layer(busybox)
+    # lookup() opened the store, which creates its tmp dir.
+    tmp = store.tmp / f"seed-{os.getpid()}.tar"
+    try:
+        tmp.write_bytes(layer)
+        changes = {"Cmd": ["sh"], "Env": [ENV_PATH]}
+        return archive.import_rootfs(tmp, DEFAULT_IMAGE, store, changes=changes,
+                                     message="seeded by prun system init"), True
+    finally:
+        tmp.unlink(missing_ok=True)
