@@ -17,6 +17,7 @@ import errno
 import os
 import shutil
 import stat
+import time
 
 from fusefs import _libc, copyup, meta, whiteout
 from fusefs.union import Entry, Union, _err, check_name, join, split
@@ -263,13 +264,17 @@ class UnionFS(Union):
             e = self.copy_up(e, data=length > 0)
         os.truncate(e.real, length)
 
-    def utimens(self, path: str, times: tuple[int, int] | None) -> None:
+    def utimens(self, path: str, atime: int | bool | None, mtime: int | bool | None) -> None:
+        """Set times: ns since the epoch, True for now, None to keep."""
         with self.lock:
             e = self.copy_up(self.lookup(path))
-        if times is None:
+        if atime is True and mtime is True:
             os.utime(e.real, follow_symlinks=False)
-        else:
-            os.utime(e.real, ns=times, follow_symlinks=False)
+            return
+        now = time.time_ns()
+        pick = (lambda t, old: now if t is True else old if t is None else t)
+        os.utime(e.real, ns=(pick(atime, e.st.st_atime_ns), pick(mtime, e.st.st_mtime_ns)),
+                 follow_symlinks=False)
 
     # ---- xattrs -----------------------------------------------------------------
 
