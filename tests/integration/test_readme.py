@@ -86,7 +86,7 @@ def test_detached_web_server_example_publishes_its_port(newcomer):
         while True:
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", host_port, timeout=2)
-                conn.request("GET", "/etc/hostname")
+                conn.request("GET", "/etc/passwd")
                 status = conn.getresponse().status
                 break
             except OSError:
