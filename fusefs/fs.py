@@ -93,21 +93,18 @@ class UnionFS(Union):
             m = self._owner_meta(pe, uid, gid, stat.S_IMODE(mode), False)
             real = f"{updir}/{name}"
             disk = copyup.disk_perm(m.perm, is_dir=False)
-            if kind == stat.S_IFIFO:
-                os.mkfifo(real, disk)
-                self._store_meta(real, m, False)
-            else:
-                if kind == stat.S_IFSOCK:
-                    # A socket inode needs no backing socket: the kernel binds
-                    # to the FUSE inode. Record its type in the metadata.
-                    m = meta.Meta(m.uid, m.gid, m.perm, stat.S_IFSOCK)
-                elif kind not in (stat.S_IFREG, 0):
-                    raise _err(errno.EINVAL, path)
-                fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, disk)
-                try:
-                    self._store_meta(fd, m, False)
-                finally:
-                    os.close(fd)
+            if kind in (stat.S_IFIFO, stat.S_IFSOCK):
+                # Linux keeps no user.* xattrs on FIFOs and sockets, and the
+                # kernel serves both from the FUSE inode without opening the
+                # backing file: an empty file whose metadata names the type.
+                m = meta.Meta(m.uid, m.gid, m.perm, kind)
+            elif kind not in (stat.S_IFREG, 0):
+                raise _err(errno.EINVAL, path)
+            fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, disk)
+            try:
+                self._store_meta(fd, m, False)
+            finally:
+                os.close(fd)
             whiteout.remove(updir, name)
 
     def mkdir(self, path: str, mode: int, uid: int, gid: int) -> None:

@@ -290,6 +290,8 @@ class Union:
     def open(self, path: str, flags: int) -> int:
         """Open the backing file for I/O (a write open copies it up first)."""
         write = (flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC
+        if write:
+            self._need_upper()
         with self.lock:
             e = self.lookup(path)
             if write and e.layer != 0:

@@ -42,6 +42,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "rename": "rootless.cli.containers:rename",
         "container": "rootless.cli.containers:container",
         "volume": "rootless.cli.volumes:volume",
+        "port": "rootless.cli.network:port",
     },
     "Manage images": {
         "pull": "rootless.cli.images:pull",
