@@ -16,6 +16,7 @@ import pwd
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 import http.client
 from pathlib import Path
@@ -39,10 +40,11 @@ def quick_start_commands(readme: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def newcomer(tmp_path_factory):
+def newcomer():
     require(os.getuid() == 0, "clones and switches users: needs root (scripts/test's root phase)")
     pw = pwd.getpwnam(USER)
-    base = tmp_path_factory.mktemp("newcomer")
+    # Not under pytest's tmp dir: root's is 0700, and the user needs a home.
+    base = Path(tempfile.mkdtemp(prefix="prun-newcomer-", dir="/var/tmp"))
     base.chmod(0o755)
     home = base / "home"
     home.mkdir()
@@ -62,7 +64,8 @@ def newcomer(tmp_path_factory):
         return subprocess.run(argv, cwd=clone, capture_output=True, text=True, **kw)
 
     yield clone, run
-    run("prun rm -af >/dev/null 2>&1; prun system reset -f", timeout=120)
+    run("prun system reset -f", timeout=120)
+    shutil.rmtree(base)
 
 
 def test_first_command_runs_a_container_offline(newcomer):
