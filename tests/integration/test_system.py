@@ -63,3 +63,11 @@ def test_reset_leaves_an_empty_store_and_nothing_running(private_store, tmp_path
     assert not _mounts_under(private_store)
     assert not os.path.exists(f"/proc/{keeper}")
     assert prun("ps", "-aq").stdout == ""
+
+
+def test_bash_completion_completes_commands():
+    out = subprocess.run(["prun"], capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "_PRUN_COMPLETE": "bash_complete",
+                              "COMP_WORDS": "prun ru", "COMP_CWORD": "1"})
+    assert out.returncode == 0
+    assert "plain,run" in out.stdout.splitlines()
