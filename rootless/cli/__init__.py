@@ -30,7 +30,20 @@ log = logging.getLogger("prun")
 # section title -> {command name: "module:attribute"}; help lists sections in
 # this order, like `podman --help`.
 COMMANDS: dict[str, dict[str, str]] = {
-    "Manage containers": {},
+    "Manage containers": {
+        "run": "rootless.cli.run:run",
+        "ps": "rootless.cli.containers:ps",
+        "logs": "rootless.cli.containers:logs",
+        "stop": "rootless.cli.containers:stop",
+        "kill": "rootless.cli.containers:kill",
+        "rm": "rootless.cli.containers:rm",
+        "wait": "rootless.cli.containers:wait",
+        "inspect": "rootless.cli.containers:inspect",
+        "rename": "rootless.cli.containers:rename",
+        "container": "rootless.cli.containers:container",
+        "volume": "rootless.cli.volumes:volume",
+        "port": "rootless.cli.network:port",
+    },
     "Manage images": {
         "pull": "rootless.cli.images:pull",
         "push": "rootless.cli.images:push",
