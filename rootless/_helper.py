@@ -48,6 +48,10 @@ def _read_all(fd: int) -> bytes:
 
 def fuse_server(helper: int, go_r: int, ready_w: int) -> None:
     nsys.prctl(nsys.PR_SET_PDEATHSIG, signal.SIGKILL)
+    # serve() imports the fusepy adapter lazily; import it now, while the
+    # helper is still waiting for the id maps, not on the critical path.
+    import fusefs.fs
+    import fusefs.ops  # noqa: F401
     from fusefs.server import FuseMountError, MountSpec, serve
     timing("fuse-imports")
     data = _read_all(go_r)
