@@ -35,8 +35,11 @@ from rootless.paths import Paths, ensure_private_dir
 from rootless.runspec import BuildContext, RunRequest, build
 
 # network mode -> "module:factory" of its hook (None: built in)
-NETWORKS: dict[str, str | None] = {"none": None, "host": None}
-DEFAULT_NETWORK = "none"
+# (called with the request, the container id and the image config)
+NETWORKS: dict[str, str | None] = {"slirp4netns": "netstack.network:hook",
+                                   "none": "netstack.network:hook",
+                                   "host": "netstack.network:hook"}
+DEFAULT_NETWORK = "slirp4netns"
 # "module:factory" called with the RunRequest; returns a RunHooks or None
 HOOKS: list[str] = []
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
@@ -66,10 +69,12 @@ def _factory(target: str):
     return getattr(importlib.import_module(module), attr)
 
 
-def load_hooks(req: RunRequest) -> list[RunHooks]:
+def load_hooks(req: RunRequest, cid: str, config: dict) -> list[RunHooks]:
     hooks = []
-    net = NETWORKS.get(req.network)
-    for target in ([net] if net else []) + HOOKS:
+    net = NETWORKS.get(req.network.partition(":")[0])
+    if net:
+        hooks.append(_factory(net)(req, cid, config))
+    for target in HOOKS:
         hook = _factory(target)(req)
         if hook is not None:
             hooks.append(hook)
@@ -187,7 +192,7 @@ def run(req: RunRequest) -> int:
     """Run ``req`` in the foreground; return the container's exit code."""
     import shutil
 
-    if req.network not in NETWORKS:
+    if req.network.partition(":")[0] not in NETWORKS:
         from rootless.errors import UsageError
         raise UsageError(f"use --network {req.network}: unknown network mode",
                          hint=f"modes: {', '.join(NETWORKS)}")
@@ -208,7 +213,7 @@ def run(req: RunRequest) -> int:
         mountpoint.mkdir()
         config, rootfs = _rootfs(req, paths, cdir, mountpoint)
         maps = _maps(req)
-        hooks = load_hooks(req)
+        hooks = load_hooks(req, cid, config)
         hostname = req.hostname or cid[:12]
         etc = {}
         for path, text in _etc_files(req, hostname, hooks).items():

@@ -105,7 +105,7 @@ def _pull_one(text: str, ref: reference.Reference, store: Store, options: PullOp
 
     if ref.digest:
         hit = store.name_digest(f"{ref.name}@{ref.digest}")
-        if hit and _complete(store, hit[0]):
+        if hit and _present(store, hit[0], wanted):
             return PullResult(hit[0], str(ref), ref.digest, up_to_date=True)
 
     client = RegistryClient(ref.domain, op=op, tls_verify=options.tls_verify,
@@ -114,7 +114,7 @@ def _pull_one(text: str, ref: reference.Reference, store: Store, options: PullOp
     try:
         if not ref.digest:
             hit = store.name_digest(ref.tagged)
-            if hit and _complete(store, hit[0]):
+            if hit and _present(store, hit[0], wanted):
                 remote = client.head_manifest(ref.path, ref.manifest_ref)
                 if remote == hit[1]:
                     reporter.say(f"Image {ref} is up to date")
@@ -161,8 +161,15 @@ def _pull_one(text: str, ref: reference.Reference, store: Store, options: PullOp
         client.close()
 
 
-def _complete(store: Store, image_id: str) -> bool:
-    return all(store.layer_dir(r["diff_id"]).is_dir() for r in store.image_layers(image_id))
+def _present(store: Store, image_id: str, wanted: str) -> bool:
+    """The stored image is whole and of the wanted platform."""
+    if not all(store.layer_dir(r["diff_id"]).is_dir() for r in store.image_layers(image_id)):
+        return False
+    cfg = store.config(image_id)
+    os_, arch, variant = media.parse_platform(wanted)
+    have = cfg.get("variant")
+    return cfg.get("os") == os_ and cfg.get("architecture") == arch and \
+        (variant is None or have is None or have == variant)
 
 
 def _kind(client, body: bytes, ctype: str) -> str:
@@ -177,7 +184,8 @@ def _verify(client, data: bytes, digest: str | None, what: str) -> str:
     actual = "sha256:" + hashlib.sha256(data).hexdigest()
     if digest and digest.startswith("sha256:") and actual != digest:
         raise client.fail(f"{what} has digest {actual}, expected {digest}",
-                          hint="the registry or a proxy sent corrupt data; try again")
+                          hint="the registry or a proxy sent corrupt data; nothing was "
+                               "stored; try again")
     return actual
 
 

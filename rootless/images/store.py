@@ -222,10 +222,20 @@ class Store:
         try:
             with open(blob_tmp, "wb") as sink:
                 tee = blobio.BlobTee(source, sink, progress)
-                tar = blobio.Hashing(blobio.Decompressed(tee))
-                dir_tmp.mkdir()
-                unpack.unpack(tar, str(dir_tmp))
-                tar.drain()
+                try:
+                    tar = blobio.Hashing(blobio.Decompressed(tee))
+                    dir_tmp.mkdir()
+                    unpack.unpack(tar, str(dir_tmp))
+                    tar.drain()
+                except (blobio.CorruptBlob, unpack.UnsafeLayer) as exc:
+                    # Bad content may be a damaged download: name that cause.
+                    if blob_digest is not None:
+                        while tee.read():
+                            pass
+                        if tee.digest != blob_digest:
+                            raise blobio.CorruptBlob(f"blob has digest {tee.digest}, "
+                                                     f"expected {blob_digest}") from exc
+                    raise
                 while tee.read():
                     pass
             if blob_digest is not None and tee.digest != blob_digest:
