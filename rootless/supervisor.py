@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
-from rootless import idmap
+from rootless import idmap, timing
 from rootless import protocol as P
 from rootless.errors import (CommandCannotRun, CommandNotFound, ConflictError, ContainerError,
                              PrunError)
+from rootless.helper_client import Helper, HelperDied, take
 from rootless.paths import Paths, ensure_private_dir
 from rootless.runspec import BuildContext, RunRequest, build
 
@@ -81,34 +81,21 @@ def load_hooks(req: RunRequest, cid: str, config: dict) -> list[RunHooks]:
     return hooks
 
 
-class Helper:
-    """The helper process and our end of its socket."""
+class Conversation:
+    """The supervisor's side of the protocol over a helper's socket."""
 
-    def __init__(self) -> None:
-        import subprocess
-
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pkg = str(Path(__file__).resolve().parent.parent)
-        site = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
-        env = {k: v for k, v in os.environ.items() if k.startswith(("PRUN_", "LANG", "LC_"))}
-        env["PYTHONPATH"] = os.pathsep.join([pkg, *site])
-        env["FUSE_LIBRARY_PATH"] = "libfuse.so.2"   # fusepy: skip find_library's ldconfig run
-        self.proc = subprocess.Popen(
-            [sys.executable, "-S", "-P", "-m", "rootless._helper", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),), env=env)
-        theirs.close()
-        self.sock = ours
+    def __init__(self, helper: Helper) -> None:
+        self.helper = helper
+        self.sock = helper.sock
 
     def send(self, msg: P.Message) -> None:
-        P.send(self.sock, msg)
+        self.helper.send(msg)
 
     def recv(self) -> tuple[P.Message, list[int]]:
         try:
-            return P.recv(self.sock)
-        except P.ProtocolError:
-            code = self.proc.wait()
-            raise ContainerError(f"run the container: the namespace helper exited "
-                                 f"(status {code}) before reporting",
+            return self.helper.recv()
+        except HelperDied as exc:
+            raise ContainerError(f"run the container: {exc}",
                                  hint="rerun with --log-level debug") from None
 
     def expect(self, kind: type[P.Message]) -> P.Message:
@@ -119,12 +106,6 @@ class Helper:
             raise ContainerError(f"run the container: the helper sent {type(msg).__name__}, "
                                  f"expected {kind.__name__}")
         return msg
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.sock.close()
 
 
 def failure(msg: P.Failed) -> PrunError:
@@ -209,16 +190,16 @@ def _claim_name(paths: Paths, name: str, cid: str) -> Path:
 
 def run(req: RunRequest) -> int:
     """Run ``req`` in the foreground; return the container's exit code."""
-    import secrets
     import shutil
 
     if req.network.partition(":")[0] not in NETWORKS:
         from rootless.errors import UsageError
         raise UsageError(f"use --network {req.network}: unknown network mode",
                          hint=f"modes: {', '.join(NETWORKS)}")
+    timing.mark("cli")
     paths = Paths.from_env()
-    helper = Helper()
-    cid = secrets.token_hex(32)
+    helper = take()
+    cid = os.urandom(32).hex()
     cdir = paths.data / "containers" / cid
     rdir = ensure_private_dir(paths.runtime) / "containers" / cid
     hooks: list[RunHooks] = []
@@ -247,9 +228,10 @@ def run(req: RunRequest) -> int:
             import json
             (cdir / "config.json").write_text(json.dumps(
                 {"id": cid, "name": req.name, "image": req.image, "spec": spec}))
-        return _drive(helper, spec, maps, req, hooks)
+        return _drive(Conversation(helper), spec, maps, req, hooks)
     finally:
         helper.close()
+        timing.mark("helper-exited")
         for hook in hooks:
             hook.close()
         shutil.rmtree(rdir, ignore_errors=True)
@@ -257,12 +239,14 @@ def run(req: RunRequest) -> int:
             shutil.rmtree(cdir, ignore_errors=True)
             if name_link is not None:
                 name_link.unlink(missing_ok=True)
+        timing.mark("cleanup")
 
 
-def _drive(helper: Helper, spec: dict, maps: idmap.IdMaps, req: RunRequest,
+def _drive(helper: Conversation, spec: dict, maps: idmap.IdMaps, req: RunRequest,
            hooks: list[RunHooks]) -> int:
     helper.send(P.Spec(spec))
     ready = helper.expect(P.UsernsReady)
+    timing.mark("helper-userns")
     idmap.apply(ready.pid, maps)
     helper.send(P.MapsDone())
     ns = helper.expect(P.NamespacesReady)
