@@ -79,7 +79,7 @@ def load_hooks(req: RunRequest) -> list[RunHooks]:
 class Helper:
     """The helper process and our end of its socket."""
 
-    def __init__(self) -> None:
+    def __init__(self, detach: bool = False) -> None:
         import subprocess
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -88,9 +88,13 @@ class Helper:
         env = {k: v for k, v in os.environ.items() if k.startswith(("PRUN_", "LANG", "LC_"))}
         env["PYTHONPATH"] = os.pathsep.join([pkg, *site])
         env["FUSE_LIBRARY_PATH"] = "libfuse.so.2"   # fusepy: skip find_library's ldconfig run
+        # -d: the helper outlives us as the container's keeper (own session,
+        # no terminal; see rootless.containers.helperkeeper).
+        null = subprocess.DEVNULL if detach else None
         self.proc = subprocess.Popen(
             [sys.executable, "-S", "-P", "-m", "rootless._helper", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),), env=env)
+            pass_fds=(theirs.fileno(),), env=env, start_new_session=detach,
+            stdin=null, stdout=null, stderr=null)
         theirs.close()
         self.sock = ours
 
@@ -211,13 +215,17 @@ def run(req: RunRequest) -> int:
         from rootless.errors import UsageError
         raise UsageError(f"use --network {req.network}: unknown network mode",
                          hint=f"modes: {', '.join(NETWORKS)}")
+    if req.detach:
+        from rootless.containers.detach import check_request
+        check_request(req)
     paths = Paths.from_env()
-    helper = Helper()
+    helper = Helper(req.detach)
     cid = secrets.token_hex(32)
     cdir = paths.data / "containers" / cid
     rdir = ensure_private_dir(paths.runtime) / "containers" / cid
     hooks: list[RunHooks] = []
     name_link = None
+    detached = False
     try:
         if req.name:
             name_link = _claim_name(paths, req.name, cid)
@@ -242,16 +250,26 @@ def run(req: RunRequest) -> int:
             import json
             (cdir / "config.json").write_text(json.dumps(
                 {"id": cid, "name": req.name, "image": req.image, "spec": spec}))
+        if req.detach:
+            from rootless.containers import detach
+            store, record = detach.register_spec(paths, cid, req, spec)
+            _drive(helper, spec, maps, req, hooks)
+            detach.handed_over(store, record, helper.proc.pid)
+            detached = True
+            print(cid, flush=True)
+            return 0
         return _drive(helper, spec, maps, req, hooks)
     finally:
-        helper.close()
-        for hook in hooks:
-            hook.close()
-        shutil.rmtree(rdir, ignore_errors=True)
-        if req.rm:
-            shutil.rmtree(cdir, ignore_errors=True)
-            if name_link is not None:
-                name_link.unlink(missing_ok=True)
+        # -d: the keeper (the helper) now owns the helper, rdir and the hooks.
+        if not detached:
+            helper.close()
+            for hook in hooks:
+                hook.close()
+            shutil.rmtree(rdir, ignore_errors=True)
+            if req.rm:
+                shutil.rmtree(cdir, ignore_errors=True)
+                if name_link is not None:
+                    name_link.unlink(missing_ok=True)
 
 
 def _drive(helper: Helper, spec: dict, maps: idmap.IdMaps, req: RunRequest,
@@ -286,14 +304,14 @@ def _drive(helper: Helper, spec: dict, maps: idmap.IdMaps, req: RunRequest,
             msg, _ = helper.recv()
             if isinstance(msg, P.Failed):
                 failed = msg
-            elif isinstance(msg, P.Exited):
+            elif isinstance(msg, (P.Exited, P.Detached)):
                 break
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if failed is not None:
         raise failure(failed)
-    return msg.code
+    return 0 if isinstance(msg, P.Detached) else msg.code
 
 
 def _forward(pid: int, sig: int) -> None:

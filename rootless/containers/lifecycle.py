@@ -54,7 +54,8 @@ def refresh(store: Store, c: Container) -> Container:
                      error=f"the keeper process (pid {c.keeper_pid}) died; "
                            f"the container's processes died with it")
     store.update(c, keeper_pid=0, keeper_start=0)
-    remove_tree(rundir)
+    for d in store.runtime_dirs(c.id):
+        remove_tree(d)
     return c
 
 
@@ -178,8 +179,12 @@ def remove(store: Store, c: Container, force: bool = False,
         with contextlib.suppress(control.KeeperGone):
             control.request(_sock(store, c), {"op": "kill", "signal": int(signal.SIGKILL)})
         _await_keeper(store, c)
-    remove_tree(store.run_dir(c.id))
+    for d in store.runtime_dirs(c.id):
+        remove_tree(d)
     remove_tree(store.data_dir(c.id))
+    link = store.name_link(c.name)
+    if link.is_symlink() and os.readlink(link) == c.id:
+        link.unlink()
     if volumes:
         for name in c.config.get("anonymous_volumes", []):
             remove_tree(store.volume_dir(name))
