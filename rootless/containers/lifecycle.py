@@ -201,3 +201,42 @@ def keeper_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = str(Path(rootless.__file__).resolve().parent.parent)
     env.update(extra or {})
     return env
+
+
+def exec_in(store: Store, c: Container, args: list[str], env: list[str], user: str | None,
+            workdir: str | None, stdin: bool) -> int:
+    """Run ``args`` in the running container ``c`` (rootless.containers.nsexec); its exit code."""
+    import json
+    import marshal
+    import sys
+
+    refresh(store, c)
+    if c.status != policy.RUNNING or not c.pid:
+        raise ConflictError(f"exec in container {c.name}: it is not running",
+                            hint=f"start it first (prun start {c.name})")
+    try:
+        spec = json.loads((store.data_dir(c.id) / "config.json").read_text())["spec"]
+    except FileNotFoundError as exc:
+        raise ContainerError(f"exec in container {c.name}: its configuration is missing") from exc
+    proc = spec["process"]
+    req = {"pid": c.pid, "process": proc, "args": args, "env": env,
+           "user": user if user is not None else proc["user"], "user_given": user is not None,
+           "cwd": workdir or proc["cwd"], "single_map": spec["single_map"]}
+    r, w = os.pipe()
+    env_vars = keeper_env({"FUSE_LIBRARY_PATH": "libfuse.so.2"})
+    site = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    env_vars["PYTHONPATH"] = os.pathsep.join([env_vars["PYTHONPATH"], *site])
+    with open(os.devnull, "rb") as null:
+        proc_ = subprocess.Popen([sys.executable, "-S", "-P", "-m", "rootless.containers.nsexec",
+                                  str(r)], pass_fds=(r,), env=env_vars,
+                                 stdin=None if stdin else null)
+    os.close(r)
+    os.write(w, marshal.dumps(req))
+    os.close(w)
+    previous = {s: signal.signal(s, lambda sig, _f: proc_.send_signal(sig))
+                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return proc_.wait()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
