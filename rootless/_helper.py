@@ -250,6 +250,9 @@ def run(sock: socket.socket) -> int:
         fpid = 0
         nsys.mount(rootfs["dir"], rootfs["mountpoint"], None, nsys.MS_BIND | nsys.MS_REC)
     timing("rootfs-mount")
+    if spec.get("detach"):
+        from rootless.containers.helperkeeper import keep
+        return keep(sock, spec, fpid, container)
     cready_r, cready_w = os.pipe()
     cgo_r, cgo_w = os.pipe()
     nsys.unshare(nsys.CLONE_NEWPID)

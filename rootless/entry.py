@@ -14,6 +14,7 @@ def main() -> None:
     argv = sys.argv[1:]
     if len(argv) > 1 and argv[0] == "run" and "--help" not in argv:
         from rootless import helper_client
-        helper_client.prestart()
+        # A guess (-d may belong to the container's command); take() corrects it.
+        helper_client.prestart(detach="-d" in argv or "--detach" in argv)
     from rootless.cli import main as cli_main
     cli_main()

@@ -197,13 +197,17 @@ def run(req: RunRequest) -> int:
         raise UsageError(f"use --network {req.network}: unknown network mode",
                          hint=f"modes: {', '.join(NETWORKS)}")
     timing.mark("cli")
+    if req.detach:
+        from rootless.containers.detach import check_request
+        check_request(req)
     paths = Paths.from_env()
-    helper = take()
+    helper = take(detach=req.detach)
     cid = os.urandom(32).hex()
     cdir = paths.data / "containers" / cid
     rdir = ensure_private_dir(paths.runtime) / "containers" / cid
     hooks: list[RunHooks] = []
     name_link = None
+    detached = False
     try:
         if req.name:
             name_link = _claim_name(paths, req.name, cid)
@@ -228,17 +232,27 @@ def run(req: RunRequest) -> int:
             import json
             (cdir / "config.json").write_text(json.dumps(
                 {"id": cid, "name": req.name, "image": req.image, "spec": spec}))
+        if req.detach:
+            from rootless.containers import detach
+            store, record = detach.register_spec(paths, cid, req, spec)
+            _drive(Conversation(helper), spec, maps, req, hooks)
+            detach.handed_over(store, record, helper.pid)
+            detached = True
+            print(cid, flush=True)
+            return 0
         return _drive(Conversation(helper), spec, maps, req, hooks)
     finally:
-        helper.close()
-        timing.mark("helper-exited")
-        for hook in hooks:
-            hook.close()
-        shutil.rmtree(rdir, ignore_errors=True)
-        if req.rm:
-            shutil.rmtree(cdir, ignore_errors=True)
-            if name_link is not None:
-                name_link.unlink(missing_ok=True)
+        # -d: the keeper (the helper) now owns the helper, rdir and the hooks.
+        if not detached:
+            helper.close()
+            timing.mark("helper-exited")
+            for hook in hooks:
+                hook.close()
+            shutil.rmtree(rdir, ignore_errors=True)
+            if req.rm:
+                shutil.rmtree(cdir, ignore_errors=True)
+                if name_link is not None:
+                    name_link.unlink(missing_ok=True)
         timing.mark("cleanup")
 
 
@@ -275,14 +289,14 @@ def _drive(helper: Conversation, spec: dict, maps: idmap.IdMaps, req: RunRequest
             msg, _ = helper.recv()
             if isinstance(msg, P.Failed):
                 failed = msg
-            elif isinstance(msg, P.Exited):
+            elif isinstance(msg, (P.Exited, P.Detached)):
                 break
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if failed is not None:
         raise failure(failed)
-    return msg.code
+    return 0 if isinstance(msg, P.Detached) else msg.code
 
 
 def _forward(pid: int, sig: int) -> None:

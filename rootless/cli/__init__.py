@@ -34,6 +34,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "run": "rootless.cli.run:run",
         "ps": "rootless.cli.containers:ps",
         "logs": "rootless.cli.containers:logs",
+        "exec": "rootless.cli.containers:exec_",
         "stop": "rootless.cli.containers:stop",
         "kill": "rootless.cli.containers:kill",
         "rm": "rootless.cli.containers:rm",
