@@ -30,8 +30,23 @@ log = logging.getLogger("prun")
 # section title -> {command name: "module:attribute"}; help lists sections in
 # this order, like `podman --help`.
 COMMANDS: dict[str, dict[str, str]] = {
-    "Manage containers": {},
-    "Manage images": {},
+    "Manage containers": {
+        "run": "rootless.cli.run:run",
+    },
+    "Manage images": {
+        "pull": "rootless.cli.images:pull",
+        "push": "rootless.cli.images:push",
+        "images": "rootless.cli.images:images",
+        "rmi": "rootless.cli.images:rmi",
+        "tag": "rootless.cli.images:tag",
+        "load": "rootless.cli.images:load",
+        "save": "rootless.cli.images:save",
+        "import": "rootless.cli.images:import_",
+        "history": "rootless.cli.images:history",
+        "image": "rootless.cli.images:image",
+        "login": "rootless.cli.images:login",
+        "logout": "rootless.cli.images:logout",
+    },
     "System": {
         "info": "rootless.cli.system:info",
         "version": "rootless.cli.system:version",

@@ -1,0 +1,1 @@
+"""Namespaces and the container init: syscalls, mount plan and executor, caps, seccomp, users."""
