@@ -63,6 +63,7 @@ class RunRequest:
     gidmap: list[str] = field(default_factory=list)
     pull: str = "missing"                # never | missing | always (podman's --pull)
     quiet: bool = False
+    cgroup: object = None                # rootless.cgroups.manager.CgroupRequest (None: defaults)
 
 
 @dataclass

@@ -38,13 +38,15 @@ from rootless.runspec import BuildContext, RunRequest, build
 NETWORKS: dict[str, str | None] = {"none": None, "host": None}
 DEFAULT_NETWORK = "none"
 # "module:factory" called with the RunRequest; returns a RunHooks or None
-HOOKS: list[str] = []
+HOOKS: list[str] = ["rootless.cgroups.hook:factory"]
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2)
 
 
 class RunHooks:
     """Extension points of a run (see the module rules); the defaults do nothing."""
+
+    cid = ""   # the container's id, set before the first call
 
     def etc_files(self, files: dict[str, str]) -> None:
         """Edit the generated /etc files' contents (key: container path)."""
@@ -228,6 +230,8 @@ def run(req: RunRequest) -> int:
         config, rootfs = _rootfs(req, paths, cdir, mountpoint)
         maps = _maps(req)
         hooks = load_hooks(req)
+        for hook in hooks:
+            hook.cid = cid
         hostname = req.hostname or cid[:12]
         etc = {}
         for path, text in _etc_files(req, hostname, hooks).items():

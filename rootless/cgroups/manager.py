@@ -190,6 +190,7 @@ class ContainerCgroup:
         self.unit = unit
         self.bus = bus
         self.oom_kills = 0
+        self._watch = None
 
     def stats(self) -> Stats:
         return self.fs.stats(self.path)
@@ -200,35 +201,38 @@ class ContainerCgroup:
         if kills is not None:
             self.oom_kills = max(self.oom_kills, kills)
 
-    async def watch_oom(self) -> None:
-        """Follow memory.events until cancelled (run it in the supervisor's nursery)."""
-        from rootless.cgroups.inotify import watch
+    def watch_oom(self) -> None:
+        """Follow memory.events (in a thread) until ``close``."""
+        from rootless.cgroups.inotify import FileWatch
 
-        self.note_oom()
-        async for _ in watch(str(self.fs.dir(self.path) / "memory.events")):
-            self.note_oom()
+        if self.fs.read(self.path, "memory.events") is not None:
+            self._watch = FileWatch(str(self.fs.dir(self.path) / "memory.events"),
+                                    self.note_oom)
 
     @property
     def oom_killed(self) -> bool:
         return self.oom_kills > 0
 
-    async def attach(self, pid: int) -> None:
+    def attach(self, pid: int) -> None:
         """Move a further process (``prun exec``) into the container's cgroup."""
         if self.manager == "systemd":
-            await systemd.attach(self.bus, self.unit, pid)
+            systemd.attach(self.bus, self.unit, pid)
         else:
             self.fs.move(self.path, pid)
 
-    async def close(self) -> None:
+    def close(self) -> None:
         """Remove the cgroup (stop the scope); what is still in it is killed."""
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
         if self.manager == "systemd":
-            await systemd.stop_scope(self.bus, self.unit)
+            systemd.stop_scope(self.bus, self.unit)
         else:
             self.note_oom()
             self.fs.remove(self.path)
 
 
-async def create(plan_: Plan, request: CgroupRequest, container_id: str, pid: int,
+def create(plan_: Plan, request: CgroupRequest, container_id: str, pid: int,
                  fs: Hierarchy, view: HostView) -> ContainerCgroup | None:
     """Put ``pid`` (the container's init, before it execs) into a new cgroup."""
     if plan_.manager == "none":
@@ -239,7 +243,7 @@ async def create(plan_: Plan, request: CgroupRequest, container_id: str, pid: in
         unit = systemd.scope_name(container_id)
         props = systemd.scope_properties(request.limits, pid, f"prun container {container_id[:12]}",
                                          plan_.parent)
-        path = await systemd.start_scope(view.bus, unit, props)
+        path = systemd.start_scope(view.bus, unit, props)
         cg = ContainerCgroup(fs, path, "systemd", unit, view.bus)
         verify(fs, path, files)
         return cg

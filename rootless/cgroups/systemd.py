@@ -2,7 +2,9 @@
 
 Rules:
 - This is the only module that imports jeepney, and only inside the
-  functions that talk to the bus (start-up is a hot path).
+  functions that talk to the bus (start-up is a hot path). The calls are
+  blocking (jeepney.io.blocking): the supervisor is synchronous, and trio's
+  import alone would cost more than the whole call.
 - ``scope_properties`` turns ``Limits`` into unit properties (``MemoryMax``,
   ``CPUQuotaPerSecUSec``, ``TasksMax``…); systemd writes the cgroup files
   itself, so a ``daemon-reload`` re-applies them instead of resetting them.
@@ -17,8 +19,9 @@ Rules:
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
-from contextlib import asynccontextmanager
+from contextlib import contextmanager
 
 from rootless.cgroups.limits import DEVICE_FLAGS, DEFAULT_PERIOD, Limits, cpuset_members, \
     blkio_to_io_weight, shares_to_weight
@@ -28,6 +31,7 @@ SYSTEMD = "org.freedesktop.systemd1"
 MANAGER_PATH = "/org/freedesktop/systemd1"
 MANAGER = "org.freedesktop.systemd1.Manager"
 INFINITY = 2**64 - 1
+TIMEOUT = 30.0
 DEVICE_PROPERTY = {"rbps": "IOReadBandwidthMax", "wbps": "IOWriteBandwidthMax",
                    "riops": "IOReadIOPSMax", "wiops": "IOWriteIOPSMax",
                    "weight": "IODeviceWeight"}
@@ -94,30 +98,19 @@ def scope_properties(limits: Limits, pid: int, description: str,
     return props
 
 
-@asynccontextmanager
-async def _router(address: str):
-    from jeepney.io.trio import open_dbus_router
+@contextmanager
+def _connect(address: str):
+    from jeepney.io.blocking import open_dbus_connection
 
     try:
-        async with open_dbus_router(address) as router:
-            yield router
+        conn = open_dbus_connection(address)
     except (OSError, ValueError) as exc:
         raise ContainerError(f"connect to the systemd user bus at {address}: {exc}",
                              hint="start a login session or 'sudo loginctl enable-linger "
                                   f"{os.getuid()}'; or run with --cgroup-manager=cgroupfs "
                                   "or --cgroups=disabled") from exc
-
-
-async def _call(router, method: str, signature: str, *args, what: str):
-    from jeepney import DBusAddress, MessageType, new_method_call
-
-    addr = DBusAddress(MANAGER_PATH, bus_name=SYSTEMD, interface=MANAGER)
-    reply = await router.send_and_get_reply(new_method_call(addr, method, signature, args))
-    if reply.header.message_type == MessageType.error:
-        name = reply.header.fields.get(4, "error")  # HeaderFields.error_name
-        detail = reply.body[0] if reply.body else name
-        raise DBusError(name, f"{what}: {detail}")
-    return reply.body
+    with conn:
+        yield conn
 
 
 class DBusError(ContainerError):
@@ -128,68 +121,72 @@ class DBusError(ContainerError):
         self.name = name
 
 
-async def start_scope(address: str, unit: str,
-                      properties: list[tuple[str, tuple[str, object]]]) -> str:
-    """StartTransientUnit and wait for its job; returns the scope's cgroup path."""
-    import trio
-    from jeepney import MatchRule, message_bus
-    from jeepney.io.trio import Proxy
+def _call(conn, method: str, signature: str, *args, what: str, path: str = MANAGER_PATH,
+          interface: str = MANAGER):
+    from jeepney import DBusAddress, MessageType, new_method_call
 
-    async with _router(address) as router:
+    addr = DBusAddress(path, bus_name=SYSTEMD, interface=interface)
+    try:
+        reply = conn.send_and_get_reply(new_method_call(addr, method, signature, args),
+                                        timeout=TIMEOUT)
+    except TimeoutError as exc:
+        raise ContainerError(f"{what}: systemd did not answer in {TIMEOUT} s") from exc
+    if reply.header.message_type == MessageType.error:
+        name = reply.header.fields.get(4, "error")  # HeaderFields.error_name
+        detail = reply.body[0] if reply.body else name
+        raise DBusError(name, f"{what}: {detail}")
+    return reply.body
+
+
+def start_scope(address: str, unit: str,
+                properties: list[tuple[str, tuple[str, object]]]) -> str:
+    """StartTransientUnit and wait for its job; returns the scope's cgroup path."""
+    from jeepney import MatchRule, message_bus
+
+    with _connect(address) as conn:
         # No sender= here: signals carry systemd's unique name, and jeepney's
         # local filter compares names literally.
         rule = MatchRule(type="signal", interface=MANAGER, member="JobRemoved",
                          path=MANAGER_PATH)
-        await Proxy(message_bus, router).AddMatch(rule)
-        async with router.filter(rule, bufsize=64) as signals:
+        conn.send_and_get_reply(message_bus.AddMatch(rule), timeout=TIMEOUT)
+        with conn.filter(rule, bufsize=64) as signals:
             # systemd only emits job signals to subscribed clients.
-            await _call(router, "Subscribe", "", what=f"subscribe to systemd for {unit}")
-            (job,) = await _call(router, "StartTransientUnit", "ssa(sv)a(sa(sv))",
-                                 unit, "fail", properties, [],
-                                 what=f"start transient unit {unit}")
-            with trio.fail_after(30):
-                while True:
-                    msg = await signals.receive()
-                    _, job_path, _, result = msg.body
-                    if job_path == job:
-                        break
-            if result != "done":
-                raise ContainerError(f"start transient unit {unit}: job {result}",
-                                     hint=f"see 'journalctl --user -u {unit}'")
-        return await _control_group(router, unit)
+            _call(conn, "Subscribe", "", what=f"subscribe to systemd for {unit}")
+            (job,) = _call(conn, "StartTransientUnit", "ssa(sv)a(sa(sv))",
+                           unit, "fail", properties, [], what=f"start transient unit {unit}")
+            deadline = time.monotonic() + TIMEOUT
+            while True:
+                try:
+                    msg = conn.recv_until_filtered(signals,
+                                                   timeout=max(0.0, deadline - time.monotonic()))
+                except TimeoutError as exc:
+                    raise ContainerError(f"start transient unit {unit}: its job did not "
+                                         f"finish in {TIMEOUT} s") from exc
+                _, job_path, _, result = msg.body
+                if job_path == job:
+                    break
+        if result != "done":
+            raise ContainerError(f"start transient unit {unit}: job {result}",
+                                 hint=f"see 'journalctl --user -u {unit}'")
+        (unit_path,) = _call(conn, "GetUnit", "s", unit, what=f"look up unit {unit}")
+        ((_, cgroup),) = _call(conn, "Get", "ss", "org.freedesktop.systemd1.Scope",
+                               "ControlGroup", what=f"read the cgroup of {unit}",
+                               path=unit_path, interface="org.freedesktop.DBus.Properties")
+        return cgroup
 
 
-async def _control_group(router, unit: str) -> str:
-    from jeepney import DBusAddress, new_method_call
-
-    (path,) = await _call(router, "GetUnit", "s", unit, what=f"look up unit {unit}")
-    props = DBusAddress(path, bus_name=SYSTEMD, interface="org.freedesktop.DBus.Properties")
-    reply = await router.send_and_get_reply(new_method_call(
-        props, "Get", "ss", ("org.freedesktop.systemd1.Scope", "ControlGroup")))
-    _, cgroup = reply.body[0]
-    return cgroup
-
-
-async def attach(address: str, unit: str, pid: int) -> None:
+def attach(address: str, unit: str, pid: int) -> None:
     """Move ``pid`` into ``unit`` (``prun exec``'s processes join the scope)."""
-    async with _router(address) as router:
-        await _call(router, "AttachProcessesToUnit", "ssau", unit, "/", [pid],
-                    what=f"attach pid {pid} to {unit}")
+    with _connect(address) as conn:
+        _call(conn, "AttachProcessesToUnit", "ssau", unit, "/", [pid],
+              what=f"attach pid {pid} to {unit}")
 
 
-async def set_properties(address: str, unit: str,
-                         properties: list[tuple[str, tuple[str, object]]]) -> None:
-    """SetUnitProperties (runtime only): ``prun update`` on a running scope."""
-    async with _router(address) as router:
-        await _call(router, "SetUnitProperties", "sba(sv)", unit, True, properties,
-                    what=f"set properties of {unit}")
-
-
-async def stop_scope(address: str, unit: str) -> None:
+def stop_scope(address: str, unit: str) -> None:
     """StopUnit; a scope systemd already collected (all processes gone) is fine."""
-    async with _router(address) as router:
+    with _connect(address) as conn:
         try:
-            await _call(router, "StopUnit", "ss", unit, "fail", what=f"stop unit {unit}")
+            _call(conn, "StopUnit", "ss", unit, "fail", what=f"stop unit {unit}")
         except DBusError as exc:
             if exc.name != "org.freedesktop.systemd1.NoSuchUnit":
                 raise

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import click
 
+from rootless.cli.cgroup_flags import cgroup_options, cgroup_request
+
 MULTI = {"multiple": True, "metavar": "VALUE"}
 
 
@@ -50,6 +52,7 @@ MULTI = {"multiple": True, "metavar": "VALUE"}
 @click.option("--pull", type=click.Choice(["missing", "always", "never"]), default="missing",
               show_default=True, help="Pull the image: when missing, always, or never.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not show pull progress.")
+@cgroup_options
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(image: str, command: tuple[str, ...], **opts) -> int:
@@ -64,6 +67,7 @@ def run(image: str, command: tuple[str, ...], **opts) -> int:
     from rootless.runspec import RunRequest
 
     net = opts.pop("network") or supervisor.DEFAULT_NETWORK
-    req = RunRequest(image=image, command=list(command), network=net,
+    cgroup = cgroup_request(opts)
+    req = RunRequest(image=image, command=list(command), network=net, cgroup=cgroup,
                      **{k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()})
     return supervisor.run(req)

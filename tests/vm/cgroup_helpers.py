@@ -26,7 +26,7 @@ class Held:
         self.proc.stdin.close()
 
 
-async def contain(argv, manager_name=None, **opts):
+def contain(argv, manager_name=None, **opts):
     """(Held process, its ContainerCgroup) with the given limit flags."""
     request = manager.CgroupRequest(parse_limits(opts), manager=manager_name)
     fs = Hierarchy()
@@ -35,5 +35,5 @@ async def contain(argv, manager_name=None, **opts):
         view = manager.HostView(view.layout, view.own, view.uid, view.user, None)
     plan = manager.plan(request, view, fs)
     held = Held(argv)
-    cg = await manager.create(plan, request, uuid.uuid4().hex, held.proc.pid, fs, view)
+    cg = manager.create(plan, request, uuid.uuid4().hex, held.proc.pid, fs, view)
     return held, cg

@@ -24,3 +24,16 @@ def test_io_limit_refused_with_the_drop_in_hint():
 def test_delegated_controllers_still_plan():
     limits = parse_limits({"memory": "64m", "cpus": "0.5", "pids_limit": "10"})
     assert plan(CgroupRequest(limits), host_view(), Hierarchy()).manager == "systemd"
+
+
+def test_prun_run_io_limit_refused(tmp_path):
+    import subprocess
+
+    from tests.support.rootfs import build_busybox_rootfs
+
+    bb = str(build_busybox_rootfs(tmp_path / "rootfs"))
+    out = subprocess.run(["prun", "run", "--rm", "--blkio-weight", "300", "--rootfs", bb, "true"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 125
+    assert "prun: error: apply --blkio-weight 300: the io controller is not delegated" in out.stderr
+    assert "hint: as root: mkdir -p /etc/systemd/system/user@.service.d" in out.stderr
