@@ -32,6 +32,16 @@ log = logging.getLogger("prun")
 COMMANDS: dict[str, dict[str, str]] = {
     "Manage containers": {
         "run": "rootless.cli.run:run",
+        "ps": "rootless.cli.containers:ps",
+        "logs": "rootless.cli.containers:logs",
+        "stop": "rootless.cli.containers:stop",
+        "kill": "rootless.cli.containers:kill",
+        "rm": "rootless.cli.containers:rm",
+        "wait": "rootless.cli.containers:wait",
+        "inspect": "rootless.cli.containers:inspect",
+        "rename": "rootless.cli.containers:rename",
+        "container": "rootless.cli.containers:container",
+        "volume": "rootless.cli.volumes:volume",
     },
     "Manage images": {
         "pull": "rootless.cli.images:pull",

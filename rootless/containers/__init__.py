@@ -1,0 +1,1 @@
+"""Detached containers: store, keeper, logs, control socket, lifecycle."""

@@ -1,0 +1,198 @@
+"""Container operations behind the CLI: refresh, start, stop, kill, wait, rm.
+
+Rules:
+- ``refresh`` is the one place where live state (the keeper's state.json and
+  whether the keeper process still lives) is folded into the store. Every
+  command that shows or changes a container calls it first, so a keeper
+  killed with SIGKILL is noticed by the next command: the container shows
+  as exited (exit code 137, State.Error says why) and its runtime dir
+  (socket, state file) is removed. The container's own processes died with
+  the keeper (PID namespace + PDEATHSIG), and the FUSE mount lived only in
+  the keeper's mount namespace, so nothing else can be left.
+- Talking to a keeper goes through control.request; a keeper that does not
+  answer is treated as gone, never as an error to show.
+- ``start`` spawns the keeper through a ``Launcher`` (argv and environment
+  for the keeper process, built from the container's config) in a new
+  session with stdio on /dev/null; the keeper reports readiness on the fd
+  named by PRUN_READY_FD (see keeper.Keeper.serve). The real launcher runs
+  the container's helper; tests pass one that runs a plain host process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rootless.containers import control, keeper, policy
+from rootless.containers.store import Container, Store, alive, proc_starttime, remove_tree
+from rootless.errors import ConflictError, ContainerError
+
+Launcher = Callable[[Store, Container], tuple[list[str], dict[str, str]]]
+LIVE = (policy.RUNNING, policy.RESTARTING)
+KEEPER_DIED = 137
+
+
+def refresh(store: Store, c: Container) -> Container:
+    if c.status not in LIVE:
+        return c
+    rundir = store.run_dir(c.id)
+    st = keeper.read_state(str(rundir))
+    if alive(c.keeper_pid, c.keeper_start):
+        if st is not None and st["status"] != policy.CREATED:
+            _fold(store, c, st)
+        return c
+    if st is not None and st["status"] == policy.EXITED:
+        _fold(store, c, st)
+    else:
+        store.update(c, status=policy.EXITED, pid=0, exit_code=KEEPER_DIED,
+                     finished_at=keeper.timestamp(),
+                     error=f"the keeper process (pid {c.keeper_pid}) died; "
+                           f"the container's processes died with it")
+    store.update(c, keeper_pid=0, keeper_start=0)
+    remove_tree(rundir)
+    return c
+
+
+def _fold(store: Store, c: Container, st: dict) -> None:
+    changes = {k: st[k] for k in ("status", "pid", "exit_code", "started_at",
+                                  "finished_at", "restart_count", "error")
+               if getattr(c, k) != st[k]}
+    if changes:
+        store.update(c, **changes)
+
+
+def is_live(c: Container) -> bool:
+    return c.status in LIVE
+
+
+def start(store: Store, c: Container, launcher: Launcher, timeout: float = 60.0) -> Container:
+    """Spawn the keeper of ``c`` detached from us; return once it runs or failed."""
+    refresh(store, c)
+    if is_live(c):
+        return c
+    rundir = store.run_dir(c.id)
+    remove_tree(rundir)
+    rundir.mkdir(parents=True, mode=0o700)
+    store.data_dir(c.id).mkdir(parents=True, exist_ok=True)
+    argv, env = launcher(store, c)
+    ready_r, ready_w = os.pipe()
+    env = {**env, "PRUN_READY_FD": str(ready_w)}
+    with open(os.devnull, "r+b") as null:
+        proc = subprocess.Popen(argv, env=env, stdin=null, stdout=null, stderr=null,
+                                pass_fds=(ready_w,), start_new_session=True, close_fds=True)
+    os.close(ready_w)
+    store.update(c, status=policy.RUNNING, keeper_pid=proc.pid,
+                 keeper_start=proc_starttime(proc.pid), error="", exit_code=0)
+    answer = _read_ready(ready_r, timeout)
+    if answer != b"1":
+        message = answer[2:].decode(errors="replace").strip() if answer.startswith(b"E ") \
+            else "the keeper exited before the container started"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+        refresh(store, c)
+        raise ContainerError(f"start container {c.name}: {message}",
+                             hint="run it in the foreground (without -d) to see its output")
+    st = keeper.read_state(str(rundir))
+    if st is not None:
+        _fold(store, c, st)
+    return c
+
+
+def _read_ready(fd: int, timeout: float) -> bytes:
+    import select
+    data = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return b"E timed out waiting for the container to start"
+            chunk = os.read(fd, 4096)
+            data += chunk
+            if not chunk or data == b"1" or data.endswith(b"\n"):
+                return data
+    finally:
+        os.close(fd)
+
+
+def _sock(store: Store, c: Container) -> str:
+    return str(store.run_dir(c.id) / control.SOCKET_NAME)
+
+
+def stop(store: Store, c: Container, timeout: float | None = None) -> Container:
+    refresh(store, c)
+    if not is_live(c):
+        return c
+    msg = {"op": "stop"}
+    if timeout is not None:
+        msg["timeout"] = timeout
+    with contextlib.suppress(control.KeeperGone):
+        control.request(_sock(store, c), msg)
+        control.request(_sock(store, c), {"op": "wait"}, timeout=None)
+    return _await_keeper(store, c)
+
+
+def kill(store: Store, c: Container, sig: int = signal.SIGKILL) -> Container:
+    refresh(store, c)
+    if not is_live(c):
+        raise ConflictError(f"kill container {c.name}: it is not running",
+                            hint=f"see its state with 'prun ps -a -f name={c.name}'")
+    with contextlib.suppress(control.KeeperGone):
+        control.request(_sock(store, c), {"op": "kill", "signal": int(sig)})
+    return refresh(store, c)
+
+
+def wait(store: Store, c: Container) -> int:
+    refresh(store, c)
+    if is_live(c):
+        with contextlib.suppress(control.KeeperGone):
+            control.request(_sock(store, c), {"op": "wait"}, timeout=None)
+        _await_keeper(store, c)
+    return c.exit_code
+
+
+def _await_keeper(store: Store, c: Container, grace: float = 10.0) -> Container:
+    """The keeper answers wait just before it exits: give it a moment to go."""
+    deadline = time.monotonic() + grace
+    while alive(c.keeper_pid, c.keeper_start) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if alive(c.keeper_pid, c.keeper_start):
+        os.kill(c.keeper_pid, signal.SIGKILL)
+        while alive(c.keeper_pid, c.keeper_start):
+            time.sleep(0.01)
+    return refresh(store, c)
+
+
+def remove(store: Store, c: Container, force: bool = False,
+           volumes: bool = False) -> None:
+    refresh(store, c)
+    if is_live(c):
+        if not force:
+            raise ConflictError(f"remove container {c.name}: it is running",
+                                hint=f"stop it first (prun stop {c.name}) or use prun rm -f")
+        with contextlib.suppress(control.KeeperGone):
+            control.request(_sock(store, c), {"op": "kill", "signal": int(signal.SIGKILL)})
+        _await_keeper(store, c)
+    remove_tree(store.run_dir(c.id))
+    remove_tree(store.data_dir(c.id))
+    if volumes:
+        for name in c.config.get("anonymous_volumes", []):
+            remove_tree(store.volume_dir(name))
+            store.remove_volume(name)
+    store.remove(c)
+
+
+def keeper_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a keeper: PATH and locale kept, prun's package importable."""
+    import rootless
+    env = {k: v for k, v in os.environ.items()
+           if k in ("PATH", "HOME", "USER", "LANG", "LC_ALL", "XDG_RUNTIME_DIR",
+                    "PRUN_LOG_LEVEL", "PRUN_ROOT", "PRUN_RUNROOT")}
+    env["PYTHONPATH"] = str(Path(rootless.__file__).resolve().parent.parent)
+    env.update(extra or {})
+    return env
