@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 
-from rootless.cgroups import manager
+from rootless.cgroups import lookup, manager
 from rootless.cgroups.v2 import Hierarchy
+from rootless.paths import Paths
 from rootless.supervisor import RunHooks
 
 log = logging.getLogger("prun.cgroups")
@@ -32,6 +33,8 @@ class CgroupHook(RunHooks):
         cid = self.cid or f"pid{pid}"
         self.cgroup = manager.create(self.plan, self.request, cid, pid, self.fs, self.view)
         self.cgroup.watch_oom()
+        # prun stats/pause/unpause find it here while it runs.
+        lookup.record(Paths.from_env(), cid, self.cgroup.path)
         log.debug("container %s in cgroup %s (%s)", cid[:12], self.cgroup.path, self.plan.why)
 
     def close(self) -> None:

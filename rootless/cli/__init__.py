@@ -42,6 +42,9 @@ COMMANDS: dict[str, dict[str, str]] = {
         "rename": "rootless.cli.containers:rename",
         "container": "rootless.cli.containers:container",
         "volume": "rootless.cli.volumes:volume",
+        "stats": "rootless.cli.cgroups:stats",
+        "pause": "rootless.cli.cgroups:pause",
+        "unpause": "rootless.cli.cgroups:unpause",
     },
     "Manage images": {
         "pull": "rootless.cli.images:pull",

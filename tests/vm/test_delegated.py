@@ -138,3 +138,37 @@ def test_prun_run_without_limits_gets_a_scope(bb):
     out = prun("run", "--rm", "--rootfs", bb, "sh", "-c", "cat /proc/self/cgroup")
     assert out.returncode == 0, out.stderr
     assert "prun-" in out.stdout and ".scope" in out.stdout
+
+
+def test_stats_pause_unpause_of_a_running_container(bb):
+    import json
+
+    run = subprocess.Popen(["prun", "run", "--rm", "--name", "busy", "--memory", "64m",
+                            "--pids-limit", "50", "--rootfs", bb, "sh", "-c",
+                            "trap 'exit 0' TERM; while :; do :; done"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            out = prun("stats", "--no-stream", "--format", "json", "busy")
+            if out.returncode == 0:
+                break
+            assert time.monotonic() < deadline and run.poll() is None, (out.stderr, run.poll())
+            time.sleep(0.5)
+        (row,) = json.loads(out.stdout)
+        assert row["memory_limit"] == 64 << 20 and row["pids_limit"] == 50
+        assert row["pids"] >= 1 and row["memory"] > 0 and row["cpu_percent"] > 10
+        table = prun("stats", "--no-stream").stdout
+        assert row["id"][:12] in table and "64.0MiB" in table
+        assert prun("pause", "busy").returncode == 0
+        assert "frozen 1" in open(f"/sys/fs/cgroup{row['cgroup']}/cgroup.events").read()
+        (paused,) = json.loads(prun("stats", "--no-stream", "--format", "json", "busy").stdout)
+        assert paused["cpu_percent"] < 5
+        assert prun("unpause", "busy").returncode == 0
+        assert "frozen 0" in open(f"/sys/fs/cgroup{row['cgroup']}/cgroup.events").read()
+    finally:
+        run.terminate()
+        run.wait(timeout=60)
+    assert scopes() == []
+    out = prun("pause", "busy")
+    assert out.returncode == 125 and "prun: error: find container 'busy'" in out.stderr
