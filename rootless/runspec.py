@@ -74,6 +74,7 @@ class RunRequest:
     restart: str = "no"
     log_opt: list[str] = field(default_factory=list)
     stop_timeout: float = 10.0
+    cgroup: object = None                # rootless.cgroups.manager.CgroupRequest (None: defaults)
 
 
 @dataclass

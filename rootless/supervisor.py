@@ -40,14 +40,16 @@ NETWORKS: dict[str, str | None] = {"slirp4netns": "netstack.network:hook",
                                    "none": "netstack.network:hook",
                                    "host": "netstack.network:hook"}
 DEFAULT_NETWORK = "slirp4netns"
-# "module:factory" called with the RunRequest; returns a RunHooks or None
-HOOKS: list[str] = []
+# "module:factory" called like a network's; returns a RunHooks or None
+HOOKS: list[str] = ["rootless.cgroups.hook:factory"]
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2)
 
 
 class RunHooks:
     """Extension points of a run (see the module rules); the defaults do nothing."""
+
+    cid = ""   # the container's id, set before the first call
 
     def etc_files(self, files: dict[str, str]) -> None:
         """Edit the generated /etc files' contents (key: container path)."""
@@ -75,7 +77,7 @@ def load_hooks(req: RunRequest, cid: str, config: dict) -> list[RunHooks]:
     if net:
         hooks.append(_factory(net)(req, cid, config))
     for target in HOOKS:
-        hook = _factory(target)(req)
+        hook = _factory(target)(req, cid, config)
         if hook is not None:
             hooks.append(hook)
     return hooks

@@ -44,6 +44,9 @@ COMMANDS: dict[str, dict[str, str]] = {
         "container": "rootless.cli.containers:container",
         "volume": "rootless.cli.volumes:volume",
         "port": "rootless.cli.network:port",
+        "stats": "rootless.cli.cgroups:stats",
+        "pause": "rootless.cli.cgroups:pause",
+        "unpause": "rootless.cli.cgroups:unpause",
     },
     "Manage images": {
         "pull": "rootless.cli.images:pull",
