@@ -222,3 +222,21 @@ def test_debian_image_pull(debian_in_registry, private_store):
     assert len(run.layer_dirs) == 4 and run.cmd == ["bash"]
     assert Store(private_store).has_layer(image.diff_ids[0])
     assert (run.layer_dirs[-1] / "usr/share/doc/.wh..wh..opq").exists()
+
+
+def test_short_names_use_the_search_registries_and_mirrors(plain_registry, stock_images,
+                                                          tmp_path, monkeypatch):
+    conf = tmp_path / "registries.toml"
+    conf.write_text(f'unqualified-search-registries = ["{plain_registry.host}"]\n'
+                    f'[[registry]]\nlocation = "{plain_registry.host}"\ninsecure = true\n'
+                    f'[[registry]]\nlocation = "registry.invalid"\n'
+                    f'[[registry.mirror]]\nlocation = "{plain_registry.host}"\n'
+                    f'insecure = true\n')
+    monkeypatch.setenv("PRUN_REGISTRIES_CONF", str(conf))
+    out = ok(prun("pull", "-q", "busybox"))
+    assert out.strip() == stock_images["busybox"].id.split(":")[1]
+    assert resolve_for_run("busybox").name == f"{plain_registry.host}/busybox:latest"
+    out = ok(prun("pull", "-q", "registry.invalid/multiarch"))
+    assert out.strip() == stock_images["multiarch"].children[1].id.split(":")[1]
+    assert resolve_for_run("registry.invalid/multiarch").id == \
+        stock_images["multiarch"].children[1].id

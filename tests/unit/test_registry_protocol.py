@@ -111,3 +111,14 @@ def test_auth_file_round_trip_is_private(tmp_path: Path):
     assert auth.lookup("docker.io", env) == ("hub", "secret")
     assert auth.remove("reg.example:5000", env)
     assert auth.lookup("reg.example:5000", env) is None
+
+
+def test_mirrors_come_first_and_replace_the_location():
+    conf = config.parse('[[registry]]\nlocation = "docker.io"\n'
+                        '[[registry.mirror]]\nlocation = "mirror.example/cache"\ninsecure = true\n'
+                        '[[registry.mirror]]\nlocation = "m2.example"\n')
+    got = config.sources("docker.io/library/alpine", conf, None)
+    assert got == [config.Source("mirror.example", "cache/library/alpine", False),
+                   config.Source("m2.example", "library/alpine", None),
+                   config.Source("docker.io", "library/alpine", None)]
+    assert config.sources("quay.io/a/b", conf, True) == [config.Source("quay.io", "a/b", True)]
