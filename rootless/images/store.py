@@ -112,11 +112,17 @@ class Store:
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
-            # Private like podman's storage: layers hold other users' files.
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            for d in (self.blobs, self.layers, self.tmp, self.locks):
-                d.mkdir(parents=True, exist_ok=True)
-            self._db = db.open_db(self.root / "prun.db")
+            try:
+                # Private like podman's storage: layers hold other users' files.
+                self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+                for d in (self.blobs, self.layers, self.tmp, self.locks):
+                    d.mkdir(parents=True, exist_ok=True)
+                self._db = db.open_db(self.root / "prun.db")
+            except (OSError, sqlite3.Error) as exc:
+                cause = getattr(exc, "strerror", None) or str(exc)
+                raise StoreError(f"open image store {self.root}: {cause}",
+                                 hint="the store ($PRUN_ROOT, else $XDG_DATA_HOME/prun) must "
+                                      "be a directory you own and can write") from exc
             self._clean_tmp()
         return self._db
 
