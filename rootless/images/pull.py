@@ -112,9 +112,12 @@ def _pull_one(text: str, ref: reference.Reference, store: Store, options: PullOp
     for source in config.sources(ref.name, conf, options.tls_verify):
         client = RegistryClient(source.host, op=op, tls_verify=source.tls_verify,
                                 cert_dir=options.cert_dir, credentials=options.credentials,
-                                registries=conf)
+                                registries=conf, prefer_http=store.answered_http(source.host))
         try:
-            return _pull_from(op, ref, source.repo, client, store, wanted, reporter)
+            result = _pull_from(op, ref, source.repo, client, store, wanted, reporter)
+            if client.base.startswith("http:") and not client.prefer_http:
+                store.remember_http(source.host)
+            return result
         except RegistryError as exc:
             last = exc
             if source.host != ref.domain:

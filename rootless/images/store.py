@@ -6,6 +6,7 @@ Layout under the data dir (``rootless.paths``)::
     layers/<hex>/        each layer unpacked once, keyed by its diff-id
     tmp/<pid>-<rand>     work in progress (removed when its process is gone)
     locks/<hex>.lock     flock(2) per layer: one process unpacks it
+    http-registries/<host:port>  insecure registries that answered plain HTTP
     prun.db              images, layers, names (rootless.db)
 
 Rules:
@@ -163,6 +164,17 @@ class Store:
         finally:
             held.discard(name)
             os.close(fd)
+
+    # ------------------------------------------------------------ registries
+
+    def answered_http(self, host: str) -> bool:
+        """Whether insecure registry ``host`` answered plain HTTP before."""
+        return (self.root / "http-registries" / host).exists()
+
+    def remember_http(self, host: str) -> None:
+        path = self.root / "http-registries"
+        path.mkdir(exist_ok=True)
+        (path / host).touch()
 
     # ------------------------------------------------------------ blobs
 

@@ -15,7 +15,8 @@ Rules:
 - Transport security: HTTPS verified against the system CAs plus
   ``certs.d/<host>/*.crt``; with ``tls_verify=False`` or an ``insecure``
   registry in registries.conf, HTTPS is tried unverified and plain HTTP
-  after it (as podman does).
+  after it (as podman does) — or plain HTTP first when the caller knows
+  (``prefer_http``) that this registry answered it before.
 - Auth: the ``/v2/`` ping learns the challenge; Basic sends the stored
   credentials; Bearer fetches one token per scope set and reuses it.
 - Reliability: connection failures and 408/429/5xx are retried (3 tries,
@@ -102,8 +103,9 @@ class RegistryClient:
                  cert_dir: str | None = None, credentials: tuple[str, str] | None = None,
                  registries: config.RegistriesConfig | None = None,
                  env: Mapping[str, str] | None = None, push: bool = False,
-                 transport: Transport | None = None) -> None:
+                 prefer_http: bool = False, transport: Transport | None = None) -> None:
         self.host, self.op, self.push = host, op, push
+        self.prefer_http = prefer_http
         env = os.environ if env is None else env
         conf = (registries or config.RegistriesConfig()).lookup(host)
         self.insecure = (tls_verify is False) or (tls_verify is None and conf is not None
@@ -138,7 +140,11 @@ class RegistryClient:
         """Ping /v2/ to choose the scheme and learn the auth challenge."""
         if self.base is not None:
             return
-        schemes = ("https", "http") if self.insecure else ("https",)
+        schemes = ("https",)
+        if self.insecure:
+            # prefer_http: this insecure registry answered plain HTTP before,
+            # so try that first (skips loading ssl and a failing handshake).
+            schemes = ("http", "https") if self.prefer_http else ("https", "http")
         last: Exception | None = None
         for scheme in schemes:
             base = protocol.base_url(scheme, self.host)
@@ -147,6 +153,8 @@ class RegistryClient:
             except OSError as exc:
                 last = exc
                 continue
+            if scheme == "http" and resp.status not in (200, 401) and scheme != schemes[-1]:
+                continue  # e.g. 400 "client sent an HTTP request to an HTTPS server"
             self.base = base
             if resp.status == 401:
                 self._challenge = protocol.parse_challenge(resp.headers.get("WWW-Authenticate"))
