@@ -182,3 +182,17 @@ def test_resolve_by_id_prefix_and_missing(store, busybox):
         resolve_for_run("nosuch", store=store)
     assert err.value.message == "find image nosuch: not in the local store"
     assert err.value.hint == "pull it first: prun pull nosuch"
+
+
+def test_an_image_a_container_uses_is_kept_unless_forced(store, busybox):
+    from rootless.containers import store as containers
+
+    archive.load(busybox.layout, store)
+    manage.tag(store, busybox.id, ["bb"])
+    records = containers.Store()
+    records.add(containers.Container(containers.new_id(), "web", "bb", busybox.id, ["sh"], 0.0))
+    with pytest.raises(ConflictError, match="in use by container.*web") as err:
+        manage.remove(store, "bb")
+    assert err.value.hint.startswith("remove the containers first")
+    assert manage.prune(store, all_unused=True) == []
+    assert manage.remove(store, "bb", force=True)[-1] == f"Deleted: {busybox.id[7:]}"
