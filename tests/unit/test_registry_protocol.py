@@ -45,6 +45,11 @@ def test_registry_error_bodies_become_messages():
     assert protocol.error_codes(body) == {"NAME_UNKNOWN"}
 
 
+def test_docker_hub_is_reached_at_its_api_host():
+    assert protocol.endpoint("docker.io") == "registry-1.docker.io"
+    assert protocol.endpoint("quay.io") == "quay.io"
+
+
 def test_request_plans():
     m = protocol.manifest("https://r", "a/b", "latest", "HEAD")
     assert (m.method, m.url) == ("HEAD", "https://r/v2/a/b/manifests/latest")

@@ -30,6 +30,7 @@ Rules:
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 import urllib.parse
@@ -147,7 +148,7 @@ class RegistryClient:
             schemes = ("http", "https") if self.prefer_http else ("https", "http")
         last: Exception | None = None
         for scheme in schemes:
-            base = protocol.base_url(scheme, self.host)
+            base = protocol.base_url(scheme, protocol.endpoint(self.host))
             try:
                 resp = self._send_retrying(protocol.ping(base))
             except OSError as exc:
@@ -182,8 +183,8 @@ class RegistryClient:
         for attempt in range(TRIES):
             try:
                 resp = self.transport.send(req, stream, body)
-            except http11.TLSError:
-                raise
+            except (http11.TLSError, socket.gaierror):
+                raise  # retrying does not fix a certificate or a host name
             except OSError:
                 if attempt == TRIES - 1 or (body is not None and not body.seekable()):
                     raise
@@ -221,7 +222,7 @@ class RegistryClient:
                 continue
             if resp.status in _REDIRECTS and "Location" in resp.headers:
                 target = urllib.parse.urljoin(req.url, resp.headers["Location"])
-                same = urllib.parse.urlsplit(target).netloc == self.host
+                same = urllib.parse.urlsplit(target).netloc == protocol.endpoint(self.host)
                 hdrs = dict(req.headers) if same else \
                     {k: v for k, v in req.headers.items() if k.lower() != "authorization"}
                 if not same:
