@@ -369,7 +369,6 @@ class BlobReader:
     def __init__(self, client: RegistryClient, repo: str, digest: str, size: int) -> None:
         self.client, self.repo, self.digest, self.size = client, repo, digest, size
         self.offset = 0
-        self.resumes = 0
         self._resp: http11.Response | None = None
         self._done = False
 
@@ -414,7 +413,6 @@ class BlobReader:
                     self._resp = None
                     return b""
                 self._reset()  # the connection ended early without an error
-            self.resumes += 1
             time.sleep(BACKOFF * attempt)
         raise self.client.fail(f"download {self.digest} failed after {self.offset} bytes")
 
