@@ -379,8 +379,10 @@ def not_found(text: str) -> ImageNotFound:
 
 
 def resolve_for_run(ref_or_id: str, *, pull: str = "never", store: Store | None = None,
-                    quiet: bool = False) -> RunImage:
-    """The image ``prun run IMAGE`` means, pulled per ``pull`` (see module doc)."""
+                    quiet: bool = False, options=None) -> RunImage:
+    """The image ``prun run IMAGE`` means, pulled per ``pull`` (see module doc);
+    ``options`` (a ``pull.PullOptions``: --tls-verify, --cert-dir, --creds,
+    --platform) apply when it pulls."""
     if pull not in ("never", "missing", "always"):
         raise ValueError(f"pull policy {pull!r}")
     store = store or Store.default()
@@ -390,7 +392,7 @@ def resolve_for_run(ref_or_id: str, *, pull: str = "never", store: Store | None 
             raise not_found(ref_or_id)
         from rootless.images import pull as pulling
 
-        result = pulling.pull(ref_or_id, store=store, quiet=quiet)
+        result = pulling.pull(ref_or_id, store=store, quiet=quiet, options=options)
         hit = (result.image_id, result.name)
     return store.run_image(*hit)
 

@@ -240,3 +240,20 @@ def test_short_names_use_the_search_registries_and_mirrors(plain_registry, stock
     assert out.strip() == stock_images["multiarch"].children[1].id.split(":")[1]
     assert resolve_for_run("registry.invalid/multiarch").id == \
         stock_images["multiarch"].children[1].id
+
+
+def test_resolve_for_run_pulls_when_missing_and_only_then(proxy, stock_images):
+    from rootless.images.pull import PullOptions
+    from rootless.images.store import ImageNotFound
+
+    ref = f"{proxy.host}/busybox"
+    with pytest.raises(ImageNotFound):
+        resolve_for_run(ref)
+    opts = PullOptions(tls_verify=False)
+    run = resolve_for_run(ref, pull="missing", quiet=True, options=opts)
+    assert run.id == stock_images["busybox"].id
+    proxy.requests.clear()
+    assert resolve_for_run(ref, pull="missing", options=opts).id == run.id
+    assert proxy.requests == []  # present: no network at all
+    assert resolve_for_run(ref, pull="always", quiet=True, options=opts).id == run.id
+    assert [s.method for s in proxy.requests if s.path != "/v2/"] == ["HEAD"]
