@@ -212,6 +212,7 @@ def _layers(op: str, client, repo: str, store: Store,
     """Make every layer present; parallel, cancellable, at most once each."""
     import queue
     import threading
+    import time
 
     records: dict[str, LayerRecord] = {}
     todo = []
@@ -275,7 +276,16 @@ def _layers(op: str, client, repo: str, store: Store,
                 records[diff_id] = record
                 downloaded.append(record.blob_digest)
     except BaseException:
+        # Ctrl-C: let workers notice (at their next read) and clean up their
+        # temp files; one stuck in a read is left to the next prun's cleanup.
         cancel.set()
+        deadline = time.monotonic() + 2
+        while running and time.monotonic() < deadline:
+            try:
+                results.get(timeout=max(0.01, deadline - time.monotonic()))
+                running -= 1
+            except queue.Empty:
+                break
         raise
     if failure is not None:
         raise _translate(op, failure)

@@ -257,3 +257,18 @@ def test_resolve_for_run_pulls_when_missing_and_only_then(proxy, stock_images):
     assert proxy.requests == []  # present: no network at all
     assert resolve_for_run(ref, pull="always", quiet=True, options=opts).id == run.id
     assert [s.method for s in proxy.requests if s.path != "/v2/"] == ["HEAD"]
+
+
+def test_ctrl_c_mid_pull_exits_130_and_leaves_no_image(proxy, private_store):
+    proxy.delay = 0.2
+    child = popen("pull", "--tls-verify=false", f"{proxy.host}/busybox")
+    deadline = time.monotonic() + 30
+    while not any(s.sent for s in proxy.blob_gets()):
+        assert time.monotonic() < deadline, "the pull never started downloading"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=30)
+    assert child.returncode == 130, err
+    assert "Traceback" not in err and "Fatal" not in err
+    assert ok(prun("images", "-q")) == ""
+    assert os.listdir(private_store / "tmp") == []
