@@ -246,6 +246,7 @@ def _layers(op: str, client, repo: str, store: Store,
                 try:
                     record = store.ingest_layer(body, media_type=desc.media_type,
                                                 diff_id=diff_id, blob_digest=desc.digest,
+                                                blob_size=desc.size,
                                                 progress=step)
                 finally:
                     body.close()

@@ -225,11 +225,11 @@ class Store:
         return row["size"] if row else 0
 
     def ingest_layer(self, source: BinaryIO, *, media_type: str, diff_id: str | None = None,
-                     blob_digest: str | None = None,
+                     blob_digest: str | None = None, blob_size: int = -1,
                      progress: Callable[[int], None] | None = None) -> LayerRecord:
         """Read one layer blob from ``source``: keep the blob, unpack it.
 
-        ``diff_id``/``blob_digest`` are checked when given. Raises
+        ``diff_id``/``blob_digest``/``blob_size`` are checked when given. Raises
         ``blobio.CorruptBlob`` or ``unpack.UnsafeLayer`` on bad content and
         OSError on host failures; nothing is left behind in any case."""
         from rootless.images import blobio, unpack
@@ -238,7 +238,7 @@ class Store:
         dir_tmp = self.new_tmp("layer")
         try:
             with open(blob_tmp, "wb") as sink:
-                tee = blobio.BlobTee(source, sink, progress)
+                tee = blobio.BlobTee(source, sink, progress, blob_size)
                 try:
                     tar = blobio.Hashing(blobio.Decompressed(tee))
                     dir_tmp.mkdir()

@@ -68,6 +68,13 @@ def test_digest_mismatch_stores_nothing(store):
     assert leftovers(store) == []
 
 
+def test_a_blob_longer_than_declared_is_refused_while_streaming(store):
+    blob = compress(LAYER, None)
+    with pytest.raises(CorruptBlob, match="larger than the 100 bytes"):
+        store.ingest_layer(io.BytesIO(blob), media_type="x", blob_size=100)
+    assert os.listdir(store.layers) == [] and leftovers(store) == []
+
+
 def test_hostile_layer_stores_nothing(store):
     bad = TarBuilder().symlink("x", "/").file("x/etc/passwd", "pwned").build()
     with pytest.raises(UnsafeLayer):
