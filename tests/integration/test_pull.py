@@ -272,3 +272,17 @@ def test_ctrl_c_mid_pull_exits_130_and_leaves_no_image(proxy, private_store):
     assert "Traceback" not in err and "Fatal" not in err
     assert ok(prun("images", "-q")) == ""
     assert os.listdir(private_store / "tmp") == []
+
+
+def test_503_is_retried_and_redirects_are_followed(proxy, stock_images):
+    proxy.unavailable = 2
+    out = ok(prun("pull", "-q", "--tls-verify=false", f"{proxy.host}/busybox"))
+    assert out.strip() == stock_images["busybox"].id.split(":")[1]
+    assert [s.status for s in proxy.blob_gets()][:2] == [503, 503]
+
+
+def test_blob_redirects_to_another_host_are_followed(proxy, stock_images, private_store):
+    proxy.redirect = True
+    out = ok(prun("pull", "-q", "--tls-verify=false", f"{proxy.host}/busybox-zstd"))
+    assert out.strip() == stock_images["busybox-zstd"].id.split(":")[1]
+    assert {s.status for s in proxy.blob_gets()} == {307}
