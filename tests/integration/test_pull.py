@@ -43,6 +43,17 @@ def store_leftovers(root: Path) -> dict:
             if (root / d).exists()}
 
 
+def slow_pull(proxy: FaultProxy, delay: float):
+    """A prun pull through a slow link, returned once layer bytes flow."""
+    proxy.delay = delay
+    child = popen("pull", "--tls-verify=false", f"{proxy.host}/busybox")
+    deadline = time.monotonic() + 30
+    while not any(s.sent for s in proxy.blob_gets()):
+        assert time.monotonic() < deadline, "the pull never started downloading"
+        time.sleep(0.05)
+    return child
+
+
 def test_pull_by_tag_gives_the_image_run_needs(plain_registry, stock_images, private_store):
     out = ok(prun("pull", "--tls-verify=false", f"{plain_registry.host}/busybox"))
     image = stock_images["busybox"]
@@ -171,12 +182,7 @@ def test_dropped_connection_resumes_with_range(proxy, stock_images):
 
 def test_kill_9_mid_pull_leaves_no_image_and_the_next_pull_works(proxy, private_store,
                                                                  stock_images):
-    proxy.delay = 0.5
-    child = popen("pull", "--tls-verify=false", f"{proxy.host}/busybox")
-    deadline = time.monotonic() + 30
-    while not any(s.sent for s in proxy.blob_gets()):
-        assert time.monotonic() < deadline, "the pull never started downloading"
-        time.sleep(0.05)
+    child = slow_pull(proxy, 0.5)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert ok(prun("images", "-q")) == ""
@@ -260,12 +266,7 @@ def test_resolve_for_run_pulls_when_missing_and_only_then(proxy, stock_images):
 
 
 def test_ctrl_c_mid_pull_exits_130_and_leaves_no_image(proxy, private_store):
-    proxy.delay = 0.2
-    child = popen("pull", "--tls-verify=false", f"{proxy.host}/busybox")
-    deadline = time.monotonic() + 30
-    while not any(s.sent for s in proxy.blob_gets()):
-        assert time.monotonic() < deadline, "the pull never started downloading"
-        time.sleep(0.05)
+    child = slow_pull(proxy, 0.2)
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=30)
     assert child.returncode == 130, err
