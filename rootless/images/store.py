@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from rootless import db
-from rootless.errors import NotFoundError, StoreError
+from rootless.errors import NotFoundError, StoreError, UsageError
 from rootless.images import media, reference
 from rootless.paths import Paths
 
@@ -338,7 +338,7 @@ class Store:
         A reference is tried first (a short one as localhost/NAME, then on
         each search registry), then an ID or unique ID prefix."""
         ref = None
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(UsageError):  # not a reference: maybe an ID
             ref = reference.parse(text)
         if ref is not None:
             if search is None:
