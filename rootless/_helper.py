@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import marshal
 import os
+import resource
 import signal
 import socket
 import sys
@@ -46,7 +47,7 @@ def _read_all(fd: int) -> bytes:
 
 # ---- F: the FUSE server ----------------------------------------------------
 
-def fuse_server(helper: int, go_r: int, ready_w: int) -> None:
+def fuse_server(helper: int, go_r: int, ready_w: int, joined_w: int) -> None:
     nsys.prctl(nsys.PR_SET_PDEATHSIG, signal.SIGKILL)
     # serve() imports the fusepy adapter lazily; import it now, while the
     # helper is still waiting for the id maps, not on the critical path.
@@ -67,6 +68,7 @@ def fuse_server(helper: int, go_r: int, ready_w: int) -> None:
     except OSError as exc:
         os.write(ready_w, f"E join the container namespaces: {exc.strerror}\n".encode())
         os._exit(1)
+    os.close(joined_w)  # the helper may now move on to a nested user namespace
     from pathlib import Path
     spec = MountSpec(lowerdirs=[Path(p) for p in r["lowerdirs"]],
                      upperdir=Path(r["upperdir"]) if r["upperdir"] else None,
@@ -97,7 +99,30 @@ def container(sock: socket.socket, spec: dict, ready_w: int, go_r: int) -> None:
     step = "set up the container"
     try:
         nsys.unshare(nsys.CLONE_NEWNS)
+        # A mount of our own on the rootfs (the one made in the first user
+        # namespace is locked here when we are in a nested one); from now on
+        # the rootfs is ".", and bind sources are O_PATH fds: both opened
+        # while we still have our host uid, which can reach them.
+        nsys.mount(root, root, None, nsys.MS_BIND | nsys.MS_REC)
+        os.chdir(root)
+        root = "."
+        ops = []
         for op in spec["mounts"]:
+            if op[0] == "bind":
+                try:
+                    fd = os.open(op[1], os.O_PATH | os.O_CLOEXEC)
+                except OSError as exc:
+                    _fail(sock, f"{_describe(op, spec)}: {op[1]}: {exc.strerror}")
+                op = (op[0], f"/proc/self/fd/{fd}", *op[2:])
+            ops.append(op)
+        if spec["nested_maps"]:
+            # The helper kept its host uid in the nested namespace; files
+            # this init creates (mount targets, /dev) need a mapped owner.
+            step = "become root of the nested user namespace"
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+            step = "set up the container"
+        for op in ops:
             try:
                 apply.apply_op(root, op)
             except OSError as exc:
@@ -116,7 +141,7 @@ def container(sock: socket.socket, spec: dict, ready_w: int, go_r: int) -> None:
         step = "look up the user"
         ident = users.resolve(proc["user"], proc["group_add"])
     except users.UserError as exc:
-        _fail(sock, str(exc))
+        _fail(sock, str(exc), 126)
     except OSError as exc:
         _fail(sock, f"{step}: {exc.strerror or exc}")
     timing("container-setup")
@@ -124,6 +149,10 @@ def container(sock: socket.socket, spec: dict, ready_w: int, go_r: int) -> None:
     os.close(ready_w)
     if os.read(go_r, 1) != b"g":
         os._exit(125)
+    # podman raises the open-files soft limit to the hard limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     env = list(proc["env"])
     if not any(e.startswith("HOME=") for e in env):
         env.append(f"HOME={ident.home}")
@@ -199,18 +228,54 @@ def _describe(op: tuple, spec: dict) -> str:
 
 # ---- the helper itself -------------------------------------------------------
 
+def _enter_nested(uid_lines: list, gid_lines: list) -> None:
+    """Move into a user namespace nested in the first one (keep-id, --uidmap).
+
+    Its maps are written by a child M that stays in the first namespace as
+    root (only a process with CAP_SETUID there may map its ids)."""
+    me = os.getpid()
+    go_r, go_w = os.pipe()
+    m = os.fork()
+    if m == 0:
+        os.close(go_w)
+        code = 1
+        if os.read(go_r, 1) == b"u":
+            try:
+                for name, lines in (("uid_map", uid_lines), ("gid_map", gid_lines)):
+                    with open(f"/proc/{me}/{name}", "w") as f:
+                        f.write("".join(f"{i} {o} {n}\n" for i, o, n in lines))
+                code = 0
+            except OSError as exc:
+                os.write(2, f"prun: error: write the nested {name}: {exc.strerror}\n".encode())
+        os._exit(code)
+    os.close(go_r)
+    nsys.unshare(nsys.CLONE_NEWUSER)
+    nsys.prctl(4, 1)  # PR_SET_DUMPABLE: M writes our /proc files
+    os.write(go_w, b"u")
+    os.close(go_w)
+    _, status = os.waitpid(m, 0)
+    if status:
+        raise OSError(1, "write the nested user namespace's id maps")
+    # We keep our host uid (no setresuid): we have every capability in the
+    # new namespace anyway, and slirp4netns (running as us on the host) can
+    # then still open /proc/<us>/ns/*.
+
+
 def run(sock: socket.socket) -> int:
     me = os.getpid()
     go_r, go_w = os.pipe()
     fready_r, fready_w = os.pipe()
+    joined_r, joined_w = os.pipe()
     fpid = os.fork()
     if fpid == 0:
         sock.close()
         os.close(go_w)
         os.close(fready_r)
-        fuse_server(me, go_r, fready_w)
+        os.close(joined_r)
+        fuse_server(me, go_r, fready_w, joined_w)
     os.close(go_r)
     os.close(fready_w)
+    os.close(joined_w)
     spec = P.expect(sock, P.Spec).spec
     timing("helper-spec")
     nsys.unshare(nsys.CLONE_NEWUSER)
@@ -225,30 +290,40 @@ def run(sock: socket.socket) -> int:
     os.setresuid(0, 0, 0)
     if not spec["single_map"]:
         os.setgroups([])
-    flags = nsys.CLONE_NEWNS | nsys.CLONE_NEWUTS | nsys.CLONE_NEWIPC | nsys.CLONE_NEWCGROUP
-    if spec["network"] != "host":
-        flags |= nsys.CLONE_NEWNET
-    nsys.unshare(flags)
+    nsys.unshare(nsys.CLONE_NEWNS)
     nsys.prctl(4, 1)
     # Nothing we mount may propagate to the host's mount namespace.
     nsys.mount(None, "/", None, nsys.MS_REC | nsys.MS_PRIVATE)
-    if spec["network"] != "host":
-        nsys.link_up("lo")
-    P.send(sock, P.NamespacesReady(me))
+    # The rootfs is mounted in this first user namespace (default map, we
+    # are root): F starts mounting now, in parallel with the rest.
     rootfs = spec["rootfs"]
     if rootfs["kind"] == "fuse":
         os.write(go_w, marshal.dumps(rootfs))
         os.close(go_w)
-        answer = _read_all(fready_r)
-        if answer != b"1":
-            text = answer.decode(errors="replace")[2:].strip() or "the FUSE server exited"
-            raise P.RemoteFailure(P.Failed(f"mount the image's union filesystem: {text}",
-                                           "run `prun info` to check /dev/fuse", 125))
     else:
         os.close(go_w)
         os.waitpid(fpid, 0)
         fpid = 0
         nsys.mount(rootfs["dir"], rootfs["mountpoint"], None, nsys.MS_BIND | nsys.MS_REC)
+    if spec["nested_maps"]:
+        # F joins our namespaces by /proc/<us>/ns: wait until it has.
+        _read_all(joined_r)
+        _enter_nested(*spec["nested_maps"])
+    flags = nsys.CLONE_NEWUTS | nsys.CLONE_NEWIPC | nsys.CLONE_NEWCGROUP
+    if spec["network"] != "host":
+        flags |= nsys.CLONE_NEWNET
+    nsys.unshare(flags)
+    nsys.prctl(4, 1)
+    if spec["network"] != "host":
+        nsys.link_up("lo")
+    P.send(sock, P.NamespacesReady(me))
+    os.close(joined_r)
+    if fpid:
+        answer = _read_all(fready_r)
+        if answer != b"1":
+            text = answer.decode(errors="replace")[2:].strip() or "the FUSE server exited"
+            raise P.RemoteFailure(P.Failed(f"mount the image's union filesystem: {text}",
+                                           "run `prun info` to check /dev/fuse", 125))
     timing("rootfs-mount")
     cready_r, cready_w = os.pipe()
     cgo_r, cgo_w = os.pipe()
@@ -273,9 +348,10 @@ def run(sock: socket.socket) -> int:
     timing("container-exited")
     code = os.waitstatus_to_exitcode(status)
     code = 128 - code if code < 0 else code
-    if fpid:
+    if fpid and not spec["nested_maps"]:
         # Every write already reached the upper dir (FUSE writes are
-        # synchronous here); the mount dies with our mount namespace.
+        # synchronous here); the mount dies with our mount namespace. From a
+        # nested user namespace we may not signal F: its PDEATHSIG does it.
         os.kill(fpid, signal.SIGKILL)
         os.waitpid(fpid, 0)
     P.send(sock, P.Exited(code))
@@ -288,15 +364,22 @@ def main() -> None:
     os.set_inheritable(fd, False)
     sock = socket.socket(fileno=fd)
     try:
-        sys.exit(run(sock))
+        code = run(sock)
+    except P.ProtocolError:
+        # The supervisor went away (e.g. a flag error after the pre-start).
+        sys.exit(0)
     except P.RemoteFailure as exc:
-        f = exc.failed
-        P.send(sock, f)
-        sys.exit(f.exit_code)
+        P.send(sock, exc.failed)
+        code = exc.failed.exit_code
     except OSError as exc:
         P.send(sock, P.Failed(f"set up the container namespaces: {exc.strerror or exc}",
                               "run `prun info` to check user namespaces and /etc/subuid", 125))
-        sys.exit(125)
+        code = 125
+    # Our namespaces stay until the supervisor is done with them (a hook may
+    # still be joining them): it closes the socket or kills us.
+    while sock.recv(64):
+        continue
+    sys.exit(code)
 
 
 if __name__ == "__main__":

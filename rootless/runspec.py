@@ -303,6 +303,7 @@ def build(req: RunRequest, config: Mapping, rootfs: dict, maps: IdMaps,
     return {
         "id": ctx.cid, "hostname": hostname, "network": req.network,
         "single_map": maps.single, "rootfs": rootfs, "origins": origins,
+        "nested_maps": None if maps.nested_uid is None else (maps.nested_uid, maps.nested_gid),
         "mounts": plan.plan_mounts(inputs),
         "process": {"args": args, "env": env, "cwd": workdir, "user": user,
                     "group_add": list(req.group_add), "tty": req.tty,
