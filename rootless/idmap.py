@@ -29,7 +29,7 @@ from rootless.errors import HostSetupError, UsageError
 Line = tuple[int, int, int]       # inside, outside, count
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class IdMaps:
     uid: list[Line]               # the first user namespace, in host ids
     gid: list[Line]

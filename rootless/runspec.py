@@ -31,7 +31,7 @@ TMPFS_FLAGS = {"ro": 1, "nosuid": 2, "nodev": 4, "noexec": 8}
 TMPFS_CLEAR = {"rw": 1, "suid": 2, "dev": 4, "exec": 8}
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class RunRequest:
     image: str
     command: list[str] = field(default_factory=list)
@@ -72,7 +72,7 @@ class RunRequest:
     quiet: bool = False
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class BuildContext:
     cid: str
     cwd: Path
@@ -232,7 +232,7 @@ def parse_mount(spec: str, ctx: BuildContext) -> plan.Volume:
     return vol
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Security:
     seccomp: str = "default"        # default | unconfined | path
     no_new_privs: bool = True
