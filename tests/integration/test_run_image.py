@@ -21,16 +21,19 @@ from tests.integration.run_support import prun, require_run_host
 pytestmark = pytest.mark.integration
 
 
+def _pulled(ref: str, tmp_path_factory) -> tuple[str, dict]:
+    """``ref`` pulled into a store of its own; (ref, env naming that store)."""
+    require_run_host()
+    env = {"PRUN_ROOT": str(tmp_path_factory.mktemp("run-store"))}
+    out = prun("pull", "-q", "--tls-verify=false", ref, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return ref, env
+
+
 @pytest.fixture(scope="module")
 def image(plain_registry, tmp_path_factory):
     """busybox pulled once into a store shared by this module's tests."""
-    require_run_host()
-    store = tmp_path_factory.mktemp("run-store")
-    env = {"PRUN_ROOT": str(store)}
-    ref = f"{plain_registry.host}/busybox"
-    out = prun("pull", "-q", "--tls-verify=false", ref, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return ref, env
+    return _pulled(f"{plain_registry.host}/busybox", tmp_path_factory)
 
 
 def run(image, *args, **kw):
@@ -171,14 +174,8 @@ def test_init_reaps_and_forwards(image):
 def debian(debian_in_registry, tmp_path_factory):
     """The debootstrap minbase image (it has perl, whose syscall() reaches
     keyctl/add_key directly) pulled into its own store."""
-    require_run_host()
     registry, _ = debian_in_registry
-    store = tmp_path_factory.mktemp("run-store-debian")
-    env = {"PRUN_ROOT": str(store)}
-    ref = f"{registry.host}/debian:bookworm"
-    out = prun("pull", "-q", "--tls-verify=false", ref, env=env, timeout=600)
-    assert out.returncode == 0, out.stderr
-    return ref, env
+    return _pulled(f"{registry.host}/debian:bookworm", tmp_path_factory)
 
 
 # x86_64: add_key = 248, keyctl = 250 (KEYCTL_GET_KEYRING_ID of the session keyring)
