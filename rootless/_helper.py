@@ -5,11 +5,12 @@ threaded processes, so the supervisor is never forked for this). FD is its
 end of a SOCK_SEQPACKET socketpair speaking rootless.protocol.
 
 Processes and order (comments say why an order matters):
-1. At start, before the spec arrives, fork the FUSE server F: it imports
-   the union fs (the slowest import of a run) while the supervisor is still
-   parsing flags and this process builds namespaces; it joins them later.
-2. unshare(USER); the supervisor writes the id maps (newuidmap runs outside
-   the namespace); only then setresuid(0) maps to a real id.
+1. At start, before the spec arrives, fork the FUSE server F, then
+   unshare(USER). F, still outside, runs newuidmap/newgidmap for us (the
+   first namespace's map does not depend on flags), then imports the union
+   fs (the slowest import of a run), all while the supervisor is still
+   parsing flags; it joins our namespaces later.
+2. With the Spec and the maps in place, setresuid(0) maps to a real id.
 3. unshare(NS|UTS|IPC|CGROUP[|NET]) as root of the new user namespace, so
    it owns them; make / rprivate so nothing propagates back to the host.
 4. F setns()es into our user+mount namespaces and mounts the union rootfs
@@ -47,8 +48,27 @@ def _read_all(fd: int) -> bytes:
 
 # ---- F: the FUSE server ----------------------------------------------------
 
+def write_maps(helper: int, unshared_r: int, maps_w: int) -> None:
+    """Give the helper's first user namespace its id maps (from outside it).
+
+    This map does not depend on the flags, so it is written while the
+    supervisor is still starting; the result goes to ``maps_w``: b"" for
+    success, else "message\0hint"."""
+    from rootless import idmap
+    from rootless.errors import PrunError
+
+    if os.read(unshared_r, 1) != b"u":
+        os._exit(0)
+    os.close(unshared_r)
+    try:
+        idmap.apply(helper, idmap.for_user())
+    except PrunError as exc:
+        os.write(maps_w, f"{exc.message}\0{exc.hint or ''}".encode())
+    timing("id-maps")
+    os.close(maps_w)
+
+
 def fuse_server(helper: int, go_r: int, ready_w: int, joined_w: int) -> None:
-    nsys.prctl(nsys.PR_SET_PDEATHSIG, signal.SIGKILL)
     # serve() imports the fusepy adapter lazily; import it now, while the
     # helper is still waiting for the id maps, not on the critical path.
     import fusefs.fs
@@ -266,25 +286,31 @@ def run(sock: socket.socket) -> int:
     go_r, go_w = os.pipe()
     fready_r, fready_w = os.pipe()
     joined_r, joined_w = os.pipe()
+    unshared_r, unshared_w = os.pipe()
+    maps_r, maps_w = os.pipe()
     fpid = os.fork()
     if fpid == 0:
+        nsys.prctl(nsys.PR_SET_PDEATHSIG, signal.SIGKILL)
         sock.close()
-        os.close(go_w)
-        os.close(fready_r)
-        os.close(joined_r)
+        for fd in (go_w, fready_r, joined_r, unshared_w, maps_r):
+            os.close(fd)
+        write_maps(me, unshared_r, maps_w)
         fuse_server(me, go_r, fready_w, joined_w)
-    os.close(go_r)
-    os.close(fready_w)
-    os.close(joined_w)
-    spec = P.expect(sock, P.Spec).spec
-    timing("helper-spec")
+    for fd in (go_r, fready_w, joined_w, unshared_r, maps_w):
+        os.close(fd)
     nsys.unshare(nsys.CLONE_NEWUSER)
     # The kernel made us non-dumpable (new capabilities); F and the
     # single-id map writer need /proc/<us>/ to stay ours.
     nsys.prctl(4, 1)  # PR_SET_DUMPABLE
-    P.send(sock, P.UsernsReady(me))
-    P.expect(sock, P.MapsDone)
-    timing("id-maps")
+    os.write(unshared_w, b"u")
+    os.close(unshared_w)
+    spec = P.expect(sock, P.Spec).spec
+    timing("helper-spec")
+    error = _read_all(maps_r)
+    os.close(maps_r)
+    if error:
+        message, _, hint = error.decode(errors="replace").partition("\0")
+        raise P.RemoteFailure(P.Failed(message, hint or None, 125))
     # Maps are in place: setresuid(0) now names a real id.
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)

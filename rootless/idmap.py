@@ -16,11 +16,14 @@ Rules:
 - Without subordinate ranges only the user's own id can be mapped (written
   directly, no setuid helper); the caller warns once.
 - ``apply`` runs newuidmap and newgidmap in parallel; a failure raises
-  HostSetupError with the tool's stderr and the fix.
+  HostSetupError with the tool's stderr and the fix. The first namespace's
+  map does not depend on flags, so the helper's FUSE child applies it
+  (rootless._helper) while the supervisor is still starting.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -139,6 +142,24 @@ def plan(uid: int, gid: int, subuids: list[tuple[int, int]], subgids: list[tuple
         return IdMaps(first_u, first_g, single, _keep_id_nested(uid, total_u),
                       _keep_id_nested(gid, total_g))
     return IdMaps(first_u, first_g, single)
+
+
+def user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def for_user(userns: str = "", uidmap: Iterable[Line] = (), gidmap: Iterable[Line] = (),
+             subuid: str = "/etc/subuid", subgid: str = "/etc/subgid") -> IdMaps:
+    """``plan`` for the calling user, from the subordinate id files."""
+    uid, gid = os.getuid(), os.getgid()
+    name = user_name(uid)
+    return plan(uid, gid, read_subid(subuid, name, uid), read_subid(subgid, name, uid), userns,
+                uidmap, gidmap)
 
 
 def argv(tool: str, pid: int, lines: list[Line]) -> list[str]:
