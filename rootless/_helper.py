@@ -5,11 +5,11 @@ threaded processes, so the supervisor is never forked for this). FD is its
 end of a SOCK_SEQPACKET socketpair speaking rootless.protocol.
 
 Processes and order (comments say why an order matters):
-1. At start, before the spec arrives, fork the FUSE server F, then
-   unshare(USER). F, still outside, runs newuidmap/newgidmap for us (the
-   first namespace's map does not depend on flags), then imports the union
-   fs (the slowest import of a run), all while the supervisor is still
-   parsing flags; it joins our namespaces later.
+1. At start, before the spec arrives, fork the FUSE server F and a map
+   writer M, then unshare(USER). M, still outside, runs newuidmap/newgidmap
+   for us (the first namespace's map does not depend on flags); F imports
+   the union fs (the slowest import of a run); all while the supervisor is
+   still parsing flags. F joins our namespaces later.
 2. With the Spec and the maps in place, setresuid(0) maps to a real id.
 3. unshare(NS|UTS|IPC|CGROUP[|NET]) as root of the new user namespace, so
    it owns them; make / rprivate so nothing propagates back to the host.
@@ -49,7 +49,7 @@ def _read_all(fd: int) -> bytes:
 # ---- F: the FUSE server ----------------------------------------------------
 
 def write_maps(helper: int, unshared_r: int, maps_w: int) -> None:
-    """Give the helper's first user namespace its id maps (from outside it).
+    """M: give the helper's first user namespace its id maps (from outside).
 
     This map does not depend on the flags, so it is written while the
     supervisor is still starting; the result goes to ``maps_w``: b"" for
@@ -292,10 +292,17 @@ def run(sock: socket.socket) -> int:
     if fpid == 0:
         nsys.prctl(nsys.PR_SET_PDEATHSIG, signal.SIGKILL)
         sock.close()
-        for fd in (go_w, fready_r, joined_r, unshared_w, maps_r):
+        for fd in (go_w, fready_r, joined_r, unshared_w, maps_r, unshared_r, maps_w):
+            os.close(fd)
+        fuse_server(me, go_r, fready_w, joined_w)
+    mpid = os.fork()
+    if mpid == 0:
+        nsys.prctl(nsys.PR_SET_PDEATHSIG, signal.SIGKILL)
+        sock.close()
+        for fd in (go_w, fready_r, joined_r, unshared_w, maps_r, go_r, fready_w, joined_w):
             os.close(fd)
         write_maps(me, unshared_r, maps_w)
-        fuse_server(me, go_r, fready_w, joined_w)
+        os._exit(0)
     for fd in (go_r, fready_w, joined_w, unshared_r, maps_w):
         os.close(fd)
     nsys.unshare(nsys.CLONE_NEWUSER)
@@ -308,6 +315,7 @@ def run(sock: socket.socket) -> int:
     timing("helper-spec")
     error = _read_all(maps_r)
     os.close(maps_r)
+    os.waitpid(mpid, 0)
     if error:
         message, _, hint = error.decode(errors="replace").partition("\0")
         raise P.RemoteFailure(P.Failed(message, hint or None, 125))
