@@ -18,8 +18,9 @@ Rules:
 - Every request gets exactly one reply: handlers reply themselves on
   success; an OSError is replied as its errno; any other exception is
   logged with its traceback and replied as EIO.
-- Directory listings are packed once (fuse_dirent records) and cached per
-  node until a change in that directory; lower directories never change.
+- Directory listings are packed (fuse_dirent records) when the kernel reads
+  offset 0 and kept only until it has read them to the end: the kernel
+  caches listings itself (FOPEN_CACHE_DIR, dropped on changes it makes).
 - The union may change only through this mount while it is served (entry,
   attribute and page caches trust that).
 """
@@ -63,6 +64,10 @@ _SET_MODE, _SET_UID, _SET_GID, _SET_SIZE = 1, 2, 4, 8
 _SET_ATIME, _SET_MTIME, _SET_ATIME_NOW, _SET_MTIME_NOW = 16, 32, 128, 256
 _BUF_IS_FD, _BUF_FD_SEEK = 1 << 1, 1 << 2
 _DIRENT = struct.Struct("<QQII")
+# struct fuse_open_out with FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR: libfuse2's
+# fuse_reply_open cannot set the second flag (newer than libfuse2), the
+# kernel honours it whatever the protocol minor, so opendir sends it raw.
+_OPENDIR_REPLY = struct.pack("<QII", 0, (1 << 1) | (1 << 3), 0)
 
 
 # fusepy's c_stat stops before glibc's trailing reserved words; struct
@@ -118,7 +123,7 @@ _OPS = [
     ("read", _f(_req, _ino, c_size_t, _off_t, _FI)),
     ("write", _f(_req, _ino, c_void_p, c_size_t, _off_t, _FI)),
     ("flush", None), ("release", _f(_req, _ino, _FI)),
-    ("fsync", _f(_req, _ino, c_int, _FI)), ("opendir", None),
+    ("fsync", _f(_req, _ino, c_int, _FI)), ("opendir", _f(_req, _ino, _FI)),
     ("readdir", _f(_req, _ino, c_size_t, _off_t, _FI)), ("releasedir", None),
     ("fsyncdir", None), ("statfs", _f(_req, _ino)),
     ("setxattr", _f(_req, _ino, c_char_p, c_void_p, c_size_t, c_int)),
@@ -503,14 +508,20 @@ class _Adapter:
 
     # ---- directories ----------------------------------------------------------
 
+    def op_opendir(self, req, nid, fi):
+        self.nodes.path(nid)
+        _reply_buf(req, _OPENDIR_REPLY, len(_OPENDIR_REPLY))
+
     def op_readdir(self, req, nid, size, offset, fi):
         listing = self.listings.get(nid)
-        if listing is None:
+        if listing is None or offset == 0:
             listing = self.listings[nid] = self._listing(nid)
         data, ends = listing
         # Whole records only: the last one ending within offset + size.
         i = bisect.bisect_right(ends, offset + size) - 1
         end = ends[i] if i >= 0 and ends[i] > offset else offset
+        if end == offset:
+            self.listings.pop(nid, None)
         _reply_buf(req, data[offset:end], end - offset)
 
     def _listing(self, nid: int) -> tuple[bytes, list[int]]:

@@ -148,9 +148,11 @@ def read_ports(state_dir: Path) -> list[PortMapping] | None:
 class NetworkHook:
     """The supervisor's network hook for one container (see the module rules)."""
 
-    def __init__(self, p: NetworkPlan, state_dir: Path) -> None:
+    def __init__(self, p: NetworkPlan, state_dir: Path | None,
+                 cache_dir: Path | None = None) -> None:
         self.plan = p
         self.state_dir = state_dir
+        self.cache_dir = cache_dir
         self.slirp = None
 
     def etc_files(self, files: dict[str, str]) -> None:
@@ -166,13 +168,16 @@ class NetworkHook:
         from netstack.slirp_api import SlirpPorts
 
         opts = self.plan.slirp
-        self.slirp = slirp.start(opts, helper_pid, self.state_dir)
+        self.slirp = slirp.start(opts, helper_pid, self.state_dir, cache_dir=self.cache_dir)
         SlirpPorts(self.slirp.api_socket, opts.guest_ip).publish(list(self.plan.ports))
         netlink.verify_tap(helper_pid, opts.guest_ip, opts.gateway, opts.mtu)
         write_ports(self.state_dir, list(self.plan.ports))
 
     def container_created(self, pid: int) -> None:
         return
+
+    def keeper_fds(self) -> list[int]:
+        return [self.slirp.exit_fd] if self.slirp is not None else []
 
     def close(self) -> None:
         if self.slirp is not None:
@@ -188,9 +193,24 @@ def hook(req, cid: str, config: dict) -> NetworkHook:
     are checked and chosen here, before the helper starts anything."""
     from rootless.paths import Paths
 
+    runtime = Paths.from_env().runtime
+    reap_stale(runtime)
     p = plan(NetworkRequest(
         network=req.network, publish=req.publish, publish_all=req.publish_all,
         expose=list((config or {}).get("ExposedPorts") or {}), dns=req.dns,
         dns_search=req.dns_search, dns_option=req.dns_option, add_host=req.add_host,
         no_hosts=req.no_hosts, hostname=req.hostname or cid[:12], name=req.name or ""))
-    return NetworkHook(p, Paths.from_env().runtime / "c" / cid[:12] / "net")
+    return NetworkHook(p, runtime / "c" / cid[:12] / "net", cache_dir=runtime)
+
+
+def reap_stale(runtime: Path) -> list[Path]:
+    """Remove the network state of containers whose supervisor was killed
+    (``slirp.cleanup`` leaves live ones alone); returns the dirs removed."""
+    from netstack import slirp
+
+    removed = []
+    for net in runtime.glob("c/*/net"):
+        if slirp.cleanup(net):
+            shutil.rmtree(net)
+            removed.append(net)
+    return removed

@@ -17,7 +17,7 @@ Rules:
   even SIGKILL, slirp4netns sees EOF and exits. ``Slirp.stop`` closes that
   pipe, waits briefly, kills if needed, and removes the API socket
   (slirp4netns leaves it behind); ``cleanup`` does the same for a state dir
-  whose supervisor was killed.
+  whose supervisor was killed (the next ``prun run`` calls it).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import ipaddress
 import os
 import select
 import shutil
-import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,7 @@ STOP_TIMEOUT = 2.0
 SOCKET_NAME = "slirp4netns.sock"
 PID_NAME = "slirp4netns.pid"
 LOG_NAME = "slirp4netns.log"
+FEATURES_CACHE = "slirp4netns.features"
 INSTALL_HINT = "install slirp4netns >= 0.4 (Debian/Ubuntu: sudo apt-get install slirp4netns), " \
                "or run with --network none"
 
@@ -135,17 +136,35 @@ def parse_features(help_text: str, binary: str = "slirp4netns") -> Features:
                     ipv6="--enable-ipv6" in help_text)
 
 
-def detect(binary: str = "slirp4netns") -> tuple[str, Features]:
-    """Find slirp4netns and read its features (~2 ms)."""
+def detect(binary: str = "slirp4netns", cache_dir: Path | None = None) -> tuple[str, Features]:
+    """Find slirp4netns and read its features: ``--help`` costs 5-20 ms, so
+    the text is cached in ``cache_dir`` keyed by the binary's path, size and
+    mtime (an upgrade changes the key)."""
     path = shutil.which(binary)
     if path is None:
         raise HostSetupError(f"use network slirp4netns: {binary} is not installed",
                              hint=INSTALL_HINT)
+    st = os.stat(path)
+    key = f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n"
+    cache = cache_dir / FEATURES_CACHE if cache_dir is not None else None
+    if cache is not None:
+        try:
+            cached = cache.read_text()
+        except OSError:
+            cached = ""
+        if cached.startswith(key):
+            return path, parse_features(cached[len(key):], path)
     try:
         out = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise HostSetupError(f"run {path} --help: {exc}", hint=INSTALL_HINT) from exc
-    return path, parse_features(out.stdout + out.stderr, path)
+    text = out.stdout + out.stderr
+    features = parse_features(text, path)
+    if cache is not None:
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}")
+        tmp.write_text(key + text)
+        tmp.rename(cache)
+    return path, features
 
 
 def argv(binary: str, features: Features, opts: SlirpOptions, pid: int, sock: Path,
@@ -195,14 +214,25 @@ class Slirp:
         self.options = options
         self._exit_w = exit_w
 
+    @property
+    def exit_fd(self) -> int:
+        """The write end of the exit pipe: slirp4netns lives while it is open."""
+        return self._exit_w
+
     def stop(self) -> None:
         if self._exit_w >= 0:
             os.close(self._exit_w)  # slirp4netns exits when its exit fd reaches EOF
             self._exit_w = -1
-        try:
-            self.proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        if self.proc.returncode is None:
+            # A pidfd wakes us the moment it exits; Popen.wait(timeout) would
+            # poll with sleeps of up to 50 ms on the start/exit hot path.
+            pidfd = os.pidfd_open(self.proc.pid)
+            try:
+                exited = select.select([pidfd], [], [], STOP_TIMEOUT)[0]
+            finally:
+                os.close(pidfd)
+            if not exited:
+                self.proc.kill()
             self.proc.wait()
         _remove_state(self.state_dir)
 
@@ -214,9 +244,9 @@ class Slirp:
 
 
 def start(opts: SlirpOptions, target_pid: int, state_dir: Path, *,
-          binary: str = "slirp4netns") -> Slirp:
+          binary: str = "slirp4netns", cache_dir: Path | None = None) -> Slirp:
     """Start slirp4netns for ``target_pid``'s namespaces; return once tap0 is up."""
-    path, features = detect(binary)
+    path, features = detect(binary, cache_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     cmd_sock = state_dir / SOCKET_NAME
     ready_r, ready_w = os.pipe()
@@ -276,23 +306,37 @@ def _remove_state(state_dir: Path) -> None:
 
 
 def cleanup(state_dir: Path) -> bool:
-    """After a supervisor was killed: stop a leftover slirp4netns (it normally
-    exits on its own with the exit pipe) and remove its socket and pid file.
+    """Remove what a killed supervisor left in ``state_dir`` (its slirp4netns
+    exited with it through the exit pipe; the socket file stays). A state dir
+    whose slirp4netns still runs belongs to a live container: left alone.
     Returns whether anything was removed."""
-    pid_file = state_dir / PID_NAME
     try:
-        pid = int(pid_file.read_text())
+        pid = int((state_dir / PID_NAME).read_text())
     except (OSError, ValueError):
         pid = 0
     if pid and _is_slirp(pid):
-        os.kill(pid, signal.SIGTERM)
-    found = pid_file.exists() or (state_dir / SOCKET_NAME).exists()
+        return False
+    # No pid file yet in a fresh dir: a container starting right now (its
+    # slirp4netns may have made the socket before the pid file is written).
+    if not pid and time.time() - _mtime(state_dir) < READY_TIMEOUT:
+        return False
+    found = any((state_dir / n).exists() for n in (PID_NAME, SOCKET_NAME))
     _remove_state(state_dir)
     return found
 
 
-def _is_slirp(pid: int) -> bool:
+def _mtime(path: Path) -> float:
     try:
-        return Path(f"/proc/{pid}/comm").read_text().strip() == "slirp4netns"
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _is_slirp(pid: int) -> bool:
+    """A live (not zombie) slirp4netns has ``pid``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
+    comm, _, rest = stat.partition(" (")[2].rpartition(") ")
+    return comm == "slirp4netns" and rest[:1] != "Z"

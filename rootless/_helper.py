@@ -359,6 +359,9 @@ def run(sock: socket.socket) -> int:
             raise P.RemoteFailure(P.Failed(f"mount the image's union filesystem: {text}",
                                            "run `prun info` to check /dev/fuse", 125))
     timing("rootfs-mount")
+    if spec.get("detach"):
+        from rootless.containers.helperkeeper import keep
+        return keep(sock, spec, fpid, container)
     cready_r, cready_w = os.pipe()
     cgo_r, cgo_w = os.pipe()
     nsys.unshare(nsys.CLONE_NEWPID)
@@ -410,8 +413,9 @@ def main() -> None:
                               "run `prun info` to check user namespaces and /etc/subuid", 125))
         code = 125
     # Our namespaces stay until the supervisor is done with them (a hook may
-    # still be joining them): it closes the socket or kills us.
-    while sock.recv(64):
+    # still be joining them): it closes the socket or kills us. (A keeper
+    # of a detached container has closed its end already.)
+    while sock.fileno() != -1 and sock.recv(64):
         continue
     sys.exit(code)
 

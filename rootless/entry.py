@@ -20,7 +20,8 @@ def main() -> None:
     run = len(argv) > 1 and argv[0] == "run" and "--help" not in argv
     if run:
         from rootless import helper_client
-        helper_client.prestart()
+        # A guess (-d may belong to the container's command); take() corrects it.
+        helper_client.prestart(detach="-d" in argv or "--detach" in argv)
     from rootless.cli import main as cli_main
     try:
         cli_main()

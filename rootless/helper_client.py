@@ -9,6 +9,10 @@ Rules:
 - A helper that never gets its Spec (a flag error, ``--help``) sees EOF on
   its socket and exits; its FUSE child sees EOF on its pipe and exits.
 - ``close`` always reaps: kill if still running, then waitpid.
+- A helper for ``run -d`` becomes the container's keeper and outlives us:
+  it starts in its own session with /dev/null as stdio. The pre-started
+  helper is made for the mode the command line suggests; ``take`` replaces
+  it when the guess was wrong.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ class HelperDied(Exception):
 
 
 class Helper:
-    def __init__(self) -> None:
+    def __init__(self, detach: bool = False) -> None:
+        self.detach = detach
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         site = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
@@ -38,15 +43,17 @@ class Helper:
         env["PYTHONPATH"] = os.pathsep.join([pkg, *site])
         env["FUSE_LIBRARY_PATH"] = "libfuse.so.2"   # fusepy: skip find_library's ldconfig run
         os.set_inheritable(theirs.fileno(), True)
+        stdio = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDWR, 0),
+                 (os.POSIX_SPAWN_DUP2, 0, 1), (os.POSIX_SPAWN_DUP2, 0, 2)] if detach else []
         self.pid = os.posix_spawn(
             sys.executable, [sys.executable, "-S", "-P", "-m", "rootless._helper",
-                             str(theirs.fileno())], env)
+                             str(theirs.fileno())], env, setsid=detach, file_actions=stdio)
         theirs.close()
         self.sock = ours
         self.status: int | None = None
 
-    def send(self, msg: P.Message) -> None:
-        P.send(self.sock, msg)
+    def send(self, msg: P.Message, fds: list[int] | None = None) -> None:
+        P.send(self.sock, msg, fds)
 
     def recv(self) -> tuple[P.Message, list[int]]:
         try:
@@ -70,12 +77,15 @@ class Helper:
         self.sock.close()
 
 
-def prestart() -> None:
+def prestart(detach: bool) -> None:
     global _prestarted
-    _prestarted = Helper()
+    _prestarted = Helper(detach)
 
 
-def take() -> Helper:
+def take(detach: bool = False) -> Helper:
     global _prestarted
     helper, _prestarted = _prestarted, None
-    return helper or Helper()
+    if helper is not None and helper.detach != detach:
+        helper.close()
+        helper = None
+    return helper or Helper(detach)

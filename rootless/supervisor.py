@@ -15,6 +15,9 @@ Rules:
   started: slirp4netns goes here), ``container_created`` (the container's
   host pid, stopped before exec: cgroup placement goes here), ``close``
   (always, after exit). Modules register factories in ``HOOKS``.
+- ``run -d``: the hooks' ``keeper_fds`` travel with Go to the keeper, which
+  holds them while it lives; ``close`` is not called (the keeper owns the
+  container now).
 - Every exit path kills the helper (it takes its children along through
   PR_SET_PDEATHSIG) and removes what ``--rm`` asked to remove.
 """
@@ -40,14 +43,16 @@ NETWORKS: dict[str, str | None] = {"slirp4netns": "netstack.network:hook",
                                    "none": "netstack.network:hook",
                                    "host": "netstack.network:hook"}
 DEFAULT_NETWORK = "slirp4netns"
-# "module:factory" called with the RunRequest; returns a RunHooks or None
-HOOKS: list[str] = []
+# "module:factory" called like a network's; returns a RunHooks or None
+HOOKS: list[str] = ["rootless.cgroups.hook:factory"]
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2)
 
 
 class RunHooks:
     """Extension points of a run (see the module rules); the defaults do nothing."""
+
+    cid = ""   # the container's id, set before the first call
 
     def etc_files(self, files: dict[str, str]) -> None:
         """Edit the generated /etc files' contents (key: container path)."""
@@ -57,6 +62,11 @@ class RunHooks:
 
     def container_created(self, pid: int) -> None:
         """The container's init (host pid) is set up and waits to exec."""
+
+    def keeper_fds(self) -> list[int]:
+        """Fds the keeper of a detached container holds until it exits
+        (slirp4netns's exit pipe: the network lives as long as the keeper)."""
+        return []
 
     def close(self) -> None:
         """The container is gone (or never started): release resources."""
@@ -75,7 +85,7 @@ def load_hooks(req: RunRequest, cid: str, config: dict) -> list[RunHooks]:
     if net:
         hooks.append(_factory(net)(req, cid, config))
     for target in HOOKS:
-        hook = _factory(target)(req)
+        hook = _factory(target)(req, cid, config)
         if hook is not None:
             hooks.append(hook)
     return hooks
@@ -88,8 +98,8 @@ class Conversation:
         self.helper = helper
         self.sock = helper.sock
 
-    def send(self, msg: P.Message) -> None:
-        self.helper.send(msg)
+    def send(self, msg: P.Message, fds: list[int] | None = None) -> None:
+        self.helper.send(msg, fds)
 
     def recv(self) -> tuple[P.Message, list[int]]:
         try:
@@ -189,13 +199,17 @@ def run(req: RunRequest) -> int:
         raise UsageError(f"use --network {req.network}: unknown network mode",
                          hint=f"modes: {', '.join(NETWORKS)}")
     timing.mark("cli")
+    if req.detach:
+        from rootless.containers.detach import check_request
+        check_request(req)
     paths = Paths.from_env()
-    helper = take()
+    helper = take(detach=req.detach)
     cid = os.urandom(32).hex()
     cdir = paths.data / "containers" / cid
     rdir = ensure_private_dir(paths.runtime) / "containers" / cid
     hooks: list[RunHooks] = []
     name_link = None
+    detached = False
     try:
         if req.name:
             name_link = _claim_name(paths, req.name, cid)
@@ -220,17 +234,27 @@ def run(req: RunRequest) -> int:
             import json
             (cdir / "config.json").write_text(json.dumps(
                 {"id": cid, "name": req.name, "image": req.image, "spec": spec}))
+        if req.detach:
+            from rootless.containers import detach
+            store, record = detach.register_spec(paths, cid, req, spec)
+            _drive(Conversation(helper), spec, req, hooks)
+            detach.handed_over(store, record, helper.pid)
+            detached = True
+            print(cid, flush=True)
+            return 0
         return _drive(Conversation(helper), spec, req, hooks)
     finally:
-        helper.close()
-        timing.mark("helper-exited")
-        for hook in hooks:
-            hook.close()
-        shutil.rmtree(rdir, ignore_errors=True)
-        if req.rm:
-            shutil.rmtree(cdir, ignore_errors=True)
-            if name_link is not None:
-                name_link.unlink(missing_ok=True)
+        # -d: the keeper (the helper) now owns the helper, rdir and the hooks.
+        if not detached:
+            helper.close()
+            timing.mark("helper-exited")
+            for hook in hooks:
+                hook.close()
+            shutil.rmtree(rdir, ignore_errors=True)
+            if req.rm:
+                shutil.rmtree(cdir, ignore_errors=True)
+                if name_link is not None:
+                    name_link.unlink(missing_ok=True)
         timing.mark("cleanup")
 
 
@@ -253,7 +277,9 @@ def _drive(helper: Conversation, spec: dict, req: RunRequest, hooks: list[RunHoo
         hook.container_created(pid)
     previous = {sig: signal.signal(sig, lambda s, _f: _forward(pid, s)) for sig in FORWARDED}
     try:
-        helper.send(P.Go())
+        # -d: the keeper takes over what would die with this process.
+        held = [fd for hook in hooks for fd in hook.keeper_fds()] if req.detach else []
+        helper.send(P.Go(), held)
         failed = None
         if master is not None:
             from rootless.ptyrelay import relay
@@ -262,14 +288,14 @@ def _drive(helper: Conversation, spec: dict, req: RunRequest, hooks: list[RunHoo
             msg, _ = helper.recv()
             if isinstance(msg, P.Failed):
                 failed = msg
-            elif isinstance(msg, P.Exited):
+            elif isinstance(msg, (P.Exited, P.Detached)):
                 break
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if failed is not None:
         raise failure(failed)
-    return msg.code
+    return 0 if isinstance(msg, P.Detached) else msg.code
 
 
 def _forward(pid: int, sig: int) -> None:

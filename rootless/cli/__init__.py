@@ -34,6 +34,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "run": "rootless.cli.run:run",
         "ps": "rootless.cli.containers:ps",
         "logs": "rootless.cli.containers:logs",
+        "exec": "rootless.cli.containers:exec_",
         "stop": "rootless.cli.containers:stop",
         "kill": "rootless.cli.containers:kill",
         "rm": "rootless.cli.containers:rm",
@@ -43,6 +44,9 @@ COMMANDS: dict[str, dict[str, str]] = {
         "container": "rootless.cli.containers:container",
         "volume": "rootless.cli.volumes:volume",
         "port": "rootless.cli.network:port",
+        "stats": "rootless.cli.cgroups:stats",
+        "pause": "rootless.cli.cgroups:pause",
+        "unpause": "rootless.cli.cgroups:unpause",
     },
     "Manage images": {
         "pull": "rootless.cli.images:pull",
@@ -61,6 +65,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "System": {
         "info": "rootless.cli.system:info",
         "version": "rootless.cli.system:version",
+        "system": "rootless.cli.system:system",
     },
 }
 

@@ -21,9 +21,6 @@ the user wrote it>: <cause>`` with a hint.
 from __future__ import annotations
 
 import errno
-import hashlib
-import queue
-import threading
 from dataclasses import dataclass, field
 
 from rootless.errors import PrunError, RegistryError, StoreError, UsageError
@@ -181,6 +178,8 @@ def _kind(client, body: bytes, ctype: str) -> str:
 
 
 def _verify(client, data: bytes, digest: str | None, what: str) -> str:
+    import hashlib
+
     actual = "sha256:" + hashlib.sha256(data).hexdigest()
     if digest and digest.startswith("sha256:") and actual != digest:
         raise client.fail(f"{what} has digest {actual}, expected {digest}",
@@ -193,6 +192,9 @@ def _layers(op: str, client, ref: reference.Reference, store: Store,
             manifest: media.Manifest, diff_ids: list[str],
             reporter: Reporter) -> tuple[list[LayerRecord], list[str]]:
     """Make every layer present; parallel, cancellable, at most once each."""
+    import queue
+    import threading
+
     records: dict[str, LayerRecord] = {}
     todo = []
     for desc, diff_id in zip(manifest.layers, diff_ids):
@@ -262,8 +264,10 @@ def _layers(op: str, client, ref: reference.Reference, store: Store,
     return [records[d] for d in diff_ids], downloaded
 
 
-def _get(results: queue.Queue):
+def _get(results):
     # A timeout keeps the main thread responsive to Ctrl-C.
+    import queue
+
     while True:
         try:
             return results.get(timeout=0.5)

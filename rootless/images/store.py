@@ -34,7 +34,6 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
 import shutil
 import sqlite3
 import threading
@@ -140,7 +139,7 @@ class Store:
 
     def new_tmp(self, what: str) -> Path:
         self.db  # noqa: B018 -- creates the directories
-        return self.tmp / f"{os.getpid()}-{secrets.token_hex(6)}-{what}"
+        return self.tmp / f"{os.getpid()}-{os.urandom(6).hex()}-{what}"
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:

@@ -1,8 +1,9 @@
 """Networking: slirp4netns throughput and start cost, prun vs rootless podman.
 
-Both tools run the host's root filesystem as the container's (``--rootfs /``)
-so iperf3 is inside without building an image. Only loopback and 10.0.2.x
-addresses are used: the container reaches the host's iperf3 server through
+Setup builds one busybox tree plus the host's iperf3 and its libraries
+(ldd); prun runs it with ``--rootfs DIR``, podman as an image imported from
+the same tree (``podman import``). Only loopback and 10.0.2.x addresses are
+used: the container reaches the host's iperf3 server through
 10.0.2.2 (allow_host_loopback), the host reaches the container's through a
 port published on 127.0.0.1.
 """
@@ -10,14 +11,47 @@ port published on 127.0.0.1.
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import socket
 import subprocess
+import sys
+import tarfile
 import time
+from pathlib import Path
 
 from benchmarks._kit import Context, benchmark
 
 SECONDS = "3"
 LOOPBACK_NET = "slirp4netns:allow_host_loopback=true"
+IMAGE = "localhost/prun-netbench"
+
+
+def setup(ctx: Context) -> Path:
+    """The iperf3 tree for prun and the same tree as a podman image."""
+    sys.path.insert(0, str(ctx.src))
+    from tests.support.rootfs import build_busybox_rootfs
+
+    root = build_busybox_rootfs(ctx.tmp / "rootfs")
+    iperf3 = shutil.which("iperf3")
+    libs = re.findall(r"(/\S+\.so[.\d]*) \(", ctx.run(["ldd", iperf3], text=True).stdout)
+    for path in [iperf3, *libs]:
+        dest = root / path.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(os.path.realpath(path), dest)
+    for dirpath, _, files in os.walk(root):
+        ctx.chown(Path(dirpath))
+        for f in files:
+            if not os.path.islink(os.path.join(dirpath, f)):
+                ctx.chown(Path(dirpath, f))
+    if ctx.have("podman"):
+        tar = ctx.tmp / "rootfs.tar"
+        with tarfile.open(tar, "w") as t:
+            t.add(root, arcname=".")
+        ctx.chown(tar)
+        ctx.run(ctx.podman(["import", str(tar), IMAGE]))
+    return root
 
 
 def _free_port() -> int:
@@ -76,14 +110,15 @@ def _peer(ctx: Context, result: dict, name: str, measure) -> None:
 
 
 def _prun(ctx: Context, *args: str) -> list[str]:
-    return ctx.as_user(["prun", "run", "--rm", *args, "--rootfs", "/"])
+    return ctx.as_user(["prun", "run", "--rm", *args, "--rootfs", str(ctx.state)])
 
 
 def _podman(ctx: Context, *args: str) -> list[str]:
-    return ctx.podman(["run", "--rm", *args, "--rootfs", "/"])
+    return ctx.podman(["run", "--rm", *args, IMAGE])
 
 
-@benchmark("net.container-to-host", unit="Gbit/s", higher_is_better=True, repeat=3)
+@benchmark("net.container-to-host", unit="Gbit/s", higher_is_better=True, repeat=3,
+           setup=setup)
 def container_to_host(ctx: Context) -> dict[str, float]:
     """iperf3 client in the container -> host 127.0.0.1 via 10.0.2.2 (slirp4netns)"""
     result = {"prun": _container_to_host(ctx, _prun(ctx, "--network", LOOPBACK_NET))}
@@ -93,7 +128,8 @@ def container_to_host(ctx: Context) -> dict[str, float]:
     return result
 
 
-@benchmark("net.published-port", unit="Gbit/s", higher_is_better=True, repeat=3)
+@benchmark("net.published-port", unit="Gbit/s", higher_is_better=True, repeat=3,
+           setup=setup)
 def published_port(ctx: Context) -> dict[str, float]:
     """iperf3 host client -> -p 127.0.0.1:P:5201 -> iperf3 server in the container"""
     result = {"prun": _published(ctx, lambda p: _prun(ctx, "-p", f"127.0.0.1:{p}:5201"))}
@@ -106,7 +142,7 @@ def published_port(ctx: Context) -> dict[str, float]:
     return result
 
 
-@benchmark("net.start-overhead", unit="ms", higher_is_better=False, repeat=7)
+@benchmark("net.start-overhead", unit="ms", higher_is_better=False, repeat=5, setup=setup)
 def start_overhead(ctx: Context) -> dict[str, float]:
     """`run --rm true`: --network slirp4netns minus --network none (median of 3 each)"""
     def cost(make) -> float:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -100,6 +101,11 @@ def test_published_port_reaches_busybox_httpd_and_sigkill_leaves_nothing(bb, tmp
     assert slirps() == before
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+    # the killed supervisor left its API socket; the next prun run removes it
+    runtime = Path(os.environ["PRUN_RUNROOT"])
+    assert list(runtime.glob("c/*/net/slirp4netns.sock"))
+    assert prun("run", "--rm", "--network", "none", "--rootfs", bb, "true").returncode == 0
+    assert not list(runtime.glob("c/*/net"))
 
 
 def test_names_and_dns_flags(bb):
