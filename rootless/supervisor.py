@@ -218,8 +218,10 @@ def run(req: RunRequest) -> int:
         mountpoint = rdir / "rootfs"
         mountpoint.mkdir()
         config, rootfs = _rootfs(req, paths, cdir, mountpoint)
+        timing.mark("image")
         maps = _maps(req)
         hooks = load_hooks(req, cid, config)
+        timing.mark("hooks")
         hostname = req.hostname or cid[:12]
         etc = {}
         for path, text in _etc_files(req, hostname, hooks).items():

@@ -177,7 +177,7 @@ def idle_rss(ctx: Context) -> dict[str, float]:
     return result
 
 
-STAGES = ("id-maps", "fuse-imports", "cli", "helper-spec", "rootfs-mount", "container-setup",
+STAGES = ("id-maps", "fuse-imports", "cli", "image", "hooks", "helper-spec", "rootfs-mount", "container-setup",
           "exec", "container-exited", "cleanup")
 
 
@@ -185,8 +185,8 @@ STAGES = ("id-maps", "fuse-imports", "cli", "helper-spec", "rootfs-mount", "cont
 def breakdown(ctx: Context) -> dict[str, float]:
     """start-time breakdown: ms since `prun` was spawned when each stage ended
     (id-maps and fuse-imports: the helper's FUSE child, in parallel with
-    cli = interpreter + CLI imports + flags + image lookup; helper-spec =
-    the helper has the spec; rootfs-mount; container-setup = mounts + pivot_root; exec; exit; prun = total)"""
+    cli = interpreter + CLI imports + flags; image = store lookup; hooks =
+    hook imports; helper-spec = the helper has the spec; rootfs-mount; container-setup = mounts + pivot_root; exec; exit; prun = total)"""
     t0 = time.monotonic_ns()
     out = ctx.run(_prun(ctx, "run", "--rm", "--network", "none", REF, "true",
                         env={"PRUN_TIMING_T0": str(t0)}), text=True)
