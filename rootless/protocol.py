@@ -8,9 +8,7 @@ Rules:
   pay for dataclasses/typing; records are ``__slots__`` classes.
 - The conversation, in order (S = supervisor, H = helper, C = container init
   before exec):
-    S→H Spec            the whole container spec (rootless.runspec.to_wire)
-    H→S UsernsReady     helper pid, its new user namespace awaits id maps
-    S→H MapsDone
+    S→H Spec            the whole container spec (rootless.runspec.build)
     H→S NamespacesReady helper pid, all namespaces exist (network hook)
     C→S Pty             with -t: the pty master, as an fd
     C→S Created         container pid (host view), stopped before exec
@@ -52,14 +50,6 @@ class Spec(Message):
     __slots__ = ("spec",)
 
 
-class UsernsReady(Message):
-    __slots__ = ("pid",)
-
-
-class MapsDone(Message):
-    __slots__ = ()
-
-
 class NamespacesReady(Message):
     __slots__ = ("pid",)
 
@@ -89,8 +79,8 @@ class Failed(Message):
     __slots__ = ("message", "hint", "exit_code")
 
 
-TYPES = {cls.__name__: cls for cls in (Spec, UsernsReady, MapsDone, NamespacesReady, Pty,
-                                       Created, Go, Exited, Detached, Failed)}
+TYPES = {cls.__name__: cls for cls in (Spec, NamespacesReady, Pty, Created, Go, Exited,
+                                       Detached, Failed)}
 
 
 class ProtocolError(Exception):

@@ -3,8 +3,8 @@
 Rules:
 - It spawns the helper (``python -S -P -m rootless._helper FD``, a fresh
   single-threaded interpreter), answers it through rootless.protocol,
-  writes the id maps, runs the hooks, relays the terminal, forwards signals
-  and returns the container's exit code. It never forks itself into a
+  plans the nested id maps (keep-id, --uidmap), runs the hooks, relays the
+  terminal, forwards signals and returns the container's exit code. It never forks itself into a
   namespace.
 - It is synchronous on purpose: ``import trio`` alone costs 150-200 ms on
   the machines we measured, more than podman's whole start; a foreground
@@ -148,21 +148,13 @@ def _rootfs(req: RunRequest, paths: Paths, cdir: Path, mountpoint: Path) -> tupl
 
 
 def _maps(req: RunRequest) -> idmap.IdMaps:
-    import pwd
-
-    uid, gid = os.getuid(), os.getgid()
-    try:
-        name = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        name = str(uid)
-    subu = idmap.read_subid("/etc/subuid", name, uid)
-    subg = idmap.read_subid("/etc/subgid", name, uid)
-    maps = idmap.plan(uid, gid, subu, subg, req.userns,
-                      [x for m in req.uidmap for x in idmap.parse_user_map(m, "--uidmap")],
-                      [x for m in req.gidmap for x in idmap.parse_user_map(m, "--gidmap")])
+    maps = idmap.for_user(
+        req.userns, [x for m in req.uidmap for x in idmap.parse_user_map(m, "--uidmap")],
+        [x for m in req.gidmap for x in idmap.parse_user_map(m, "--gidmap")])
     if maps.single:
-        print(f"prun: warning: no /etc/subuid and /etc/subgid range for {name}: only your own "
-              "id is mapped into the container (`prun info` shows the fix)", file=sys.stderr)
+        print(f"prun: warning: no /etc/subuid and /etc/subgid range for "
+              f"{idmap.user_name(os.getuid())}: only your own id is mapped into the container "
+              "(`prun info` shows the fix)", file=sys.stderr)
     return maps
 
 
@@ -226,8 +218,10 @@ def run(req: RunRequest) -> int:
         mountpoint = rdir / "rootfs"
         mountpoint.mkdir()
         config, rootfs = _rootfs(req, paths, cdir, mountpoint)
+        timing.mark("image")
         maps = _maps(req)
         hooks = load_hooks(req, cid, config)
+        timing.mark("hooks")
         hostname = req.hostname or cid[:12]
         etc = {}
         for path, text in _etc_files(req, hostname, hooks).items():
@@ -245,12 +239,12 @@ def run(req: RunRequest) -> int:
         if req.detach:
             from rootless.containers import detach
             store, record = detach.register_spec(paths, cid, req, spec)
-            _drive(Conversation(helper), spec, maps, req, hooks)
+            _drive(Conversation(helper), spec, req, hooks)
             detach.handed_over(store, record, helper.pid)
             detached = True
             print(cid, flush=True)
             return 0
-        return _drive(Conversation(helper), spec, maps, req, hooks)
+        return _drive(Conversation(helper), spec, req, hooks)
     finally:
         # -d: the keeper (the helper) now owns the helper, rdir and the hooks.
         if not detached:
@@ -266,13 +260,8 @@ def run(req: RunRequest) -> int:
         timing.mark("cleanup")
 
 
-def _drive(helper: Conversation, spec: dict, maps: idmap.IdMaps, req: RunRequest,
-           hooks: list[RunHooks]) -> int:
+def _drive(helper: Conversation, spec: dict, req: RunRequest, hooks: list[RunHooks]) -> int:
     helper.send(P.Spec(spec))
-    ready = helper.expect(P.UsernsReady)
-    timing.mark("helper-userns")
-    idmap.apply(ready.pid, maps)
-    helper.send(P.MapsDone())
     ns = helper.expect(P.NamespacesReady)
     for hook in hooks:
         hook.namespaces_ready(ns.pid)
