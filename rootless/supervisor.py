@@ -23,21 +23,24 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
-from rootless import idmap
+from rootless import idmap, timing
 from rootless import protocol as P
 from rootless.errors import (CommandCannotRun, CommandNotFound, ConflictError, ContainerError,
                              PrunError)
+from rootless.helper_client import Helper, HelperDied, take
 from rootless.paths import Paths, ensure_private_dir
 from rootless.runspec import BuildContext, RunRequest, build
 
 # network mode -> "module:factory" of its hook (None: built in)
-NETWORKS: dict[str, str | None] = {"none": None, "host": None}
-DEFAULT_NETWORK = "none"
-# "module:factory" called with the RunRequest; returns a RunHooks or None
+# (called with the request, the container id and the image config)
+NETWORKS: dict[str, str | None] = {"slirp4netns": "netstack.network:hook",
+                                   "none": "netstack.network:hook",
+                                   "host": "netstack.network:hook"}
+DEFAULT_NETWORK = "slirp4netns"
+# "module:factory" called like a network's; returns a RunHooks or None
 HOOKS: list[str] = ["rootless.cgroups.hook:factory"]
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2)
@@ -68,44 +71,33 @@ def _factory(target: str):
     return getattr(importlib.import_module(module), attr)
 
 
-def load_hooks(req: RunRequest) -> list[RunHooks]:
+def load_hooks(req: RunRequest, cid: str, config: dict) -> list[RunHooks]:
     hooks = []
-    net = NETWORKS.get(req.network)
-    for target in ([net] if net else []) + HOOKS:
-        hook = _factory(target)(req)
+    net = NETWORKS.get(req.network.partition(":")[0])
+    if net:
+        hooks.append(_factory(net)(req, cid, config))
+    for target in HOOKS:
+        hook = _factory(target)(req, cid, config)
         if hook is not None:
             hooks.append(hook)
     return hooks
 
 
-class Helper:
-    """The helper process and our end of its socket."""
+class Conversation:
+    """The supervisor's side of the protocol over a helper's socket."""
 
-    def __init__(self) -> None:
-        import subprocess
-
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pkg = str(Path(__file__).resolve().parent.parent)
-        site = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
-        env = {k: v for k, v in os.environ.items() if k.startswith(("PRUN_", "LANG", "LC_"))}
-        env["PYTHONPATH"] = os.pathsep.join([pkg, *site])
-        env["FUSE_LIBRARY_PATH"] = "libfuse.so.2"   # fusepy: skip find_library's ldconfig run
-        self.proc = subprocess.Popen(
-            [sys.executable, "-S", "-P", "-m", "rootless._helper", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),), env=env)
-        theirs.close()
-        self.sock = ours
+    def __init__(self, helper: Helper) -> None:
+        self.helper = helper
+        self.sock = helper.sock
 
     def send(self, msg: P.Message) -> None:
-        P.send(self.sock, msg)
+        self.helper.send(msg)
 
     def recv(self) -> tuple[P.Message, list[int]]:
         try:
-            return P.recv(self.sock)
-        except P.ProtocolError:
-            code = self.proc.wait()
-            raise ContainerError(f"run the container: the namespace helper exited "
-                                 f"(status {code}) before reporting",
+            return self.helper.recv()
+        except HelperDied as exc:
+            raise ContainerError(f"run the container: {exc}",
                                  hint="rerun with --log-level debug") from None
 
     def expect(self, kind: type[P.Message]) -> P.Message:
@@ -116,12 +108,6 @@ class Helper:
             raise ContainerError(f"run the container: the helper sent {type(msg).__name__}, "
                                  f"expected {kind.__name__}")
         return msg
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.sock.close()
 
 
 def failure(msg: P.Failed) -> PrunError:
@@ -206,20 +192,24 @@ def _claim_name(paths: Paths, name: str, cid: str) -> Path:
 
 def run(req: RunRequest) -> int:
     """Run ``req`` in the foreground; return the container's exit code."""
-    import secrets
     import shutil
 
-    if req.network not in NETWORKS:
+    if req.network.partition(":")[0] not in NETWORKS:
         from rootless.errors import UsageError
         raise UsageError(f"use --network {req.network}: unknown network mode",
                          hint=f"modes: {', '.join(NETWORKS)}")
+    timing.mark("cli")
+    if req.detach:
+        from rootless.containers.detach import check_request
+        check_request(req)
     paths = Paths.from_env()
-    helper = Helper()
-    cid = secrets.token_hex(32)
+    helper = take(detach=req.detach)
+    cid = os.urandom(32).hex()
     cdir = paths.data / "containers" / cid
     rdir = ensure_private_dir(paths.runtime) / "containers" / cid
     hooks: list[RunHooks] = []
     name_link = None
+    detached = False
     try:
         if req.name:
             name_link = _claim_name(paths, req.name, cid)
@@ -229,9 +219,7 @@ def run(req: RunRequest) -> int:
         mountpoint.mkdir()
         config, rootfs = _rootfs(req, paths, cdir, mountpoint)
         maps = _maps(req)
-        hooks = load_hooks(req)
-        for hook in hooks:
-            hook.cid = cid
+        hooks = load_hooks(req, cid, config)
         hostname = req.hostname or cid[:12]
         etc = {}
         for path, text in _etc_files(req, hostname, hooks).items():
@@ -246,22 +234,35 @@ def run(req: RunRequest) -> int:
             import json
             (cdir / "config.json").write_text(json.dumps(
                 {"id": cid, "name": req.name, "image": req.image, "spec": spec}))
-        return _drive(helper, spec, maps, req, hooks)
+        if req.detach:
+            from rootless.containers import detach
+            store, record = detach.register_spec(paths, cid, req, spec)
+            _drive(Conversation(helper), spec, maps, req, hooks)
+            detach.handed_over(store, record, helper.pid)
+            detached = True
+            print(cid, flush=True)
+            return 0
+        return _drive(Conversation(helper), spec, maps, req, hooks)
     finally:
-        helper.close()
-        for hook in hooks:
-            hook.close()
-        shutil.rmtree(rdir, ignore_errors=True)
-        if req.rm:
-            shutil.rmtree(cdir, ignore_errors=True)
-            if name_link is not None:
-                name_link.unlink(missing_ok=True)
+        # -d: the keeper (the helper) now owns the helper, rdir and the hooks.
+        if not detached:
+            helper.close()
+            timing.mark("helper-exited")
+            for hook in hooks:
+                hook.close()
+            shutil.rmtree(rdir, ignore_errors=True)
+            if req.rm:
+                shutil.rmtree(cdir, ignore_errors=True)
+                if name_link is not None:
+                    name_link.unlink(missing_ok=True)
+        timing.mark("cleanup")
 
 
-def _drive(helper: Helper, spec: dict, maps: idmap.IdMaps, req: RunRequest,
+def _drive(helper: Conversation, spec: dict, maps: idmap.IdMaps, req: RunRequest,
            hooks: list[RunHooks]) -> int:
     helper.send(P.Spec(spec))
     ready = helper.expect(P.UsernsReady)
+    timing.mark("helper-userns")
     idmap.apply(ready.pid, maps)
     helper.send(P.MapsDone())
     ns = helper.expect(P.NamespacesReady)
@@ -290,14 +291,14 @@ def _drive(helper: Helper, spec: dict, maps: idmap.IdMaps, req: RunRequest,
             msg, _ = helper.recv()
             if isinstance(msg, P.Failed):
                 failed = msg
-            elif isinstance(msg, P.Exited):
+            elif isinstance(msg, (P.Exited, P.Detached)):
                 break
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if failed is not None:
         raise failure(failed)
-    return msg.code
+    return 0 if isinstance(msg, P.Detached) else msg.code
 
 
 def _forward(pid: int, sig: int) -> None:

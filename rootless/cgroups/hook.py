@@ -23,14 +23,15 @@ log = logging.getLogger("prun.cgroups")
 
 
 class CgroupHook(RunHooks):
-    def __init__(self, request: manager.CgroupRequest, plan: manager.Plan,
+    def __init__(self, cid: str, request: manager.CgroupRequest, plan: manager.Plan,
                  view: manager.HostView, fs: Hierarchy) -> None:
+        self.cid = cid
         self.request, self.plan, self.view, self.fs = request, plan, view, fs
         self.cgroup: manager.ContainerCgroup | None = None
         self.oom_killed = False
 
     def container_created(self, pid: int) -> None:
-        cid = self.cid or f"pid{pid}"
+        cid = self.cid
         self.cgroup = manager.create(self.plan, self.request, cid, pid, self.fs, self.view)
         # prun stats/pause/unpause find it here while it runs.
         lookup.record(Paths.from_env(), cid, self.cgroup.path)
@@ -43,7 +44,7 @@ class CgroupHook(RunHooks):
             self.oom_killed = cg.oom_killed
 
 
-def factory(req) -> CgroupHook | None:
+def factory(req, cid: str, config: dict) -> CgroupHook | None:
     request = getattr(req, "cgroup", None) or manager.CgroupRequest()
     fs = Hierarchy()
     view = manager.host_view()
@@ -51,4 +52,4 @@ def factory(req) -> CgroupHook | None:
     if plan.manager == "none":
         log.debug("no cgroup for this container: %s", plan.why)
         return None
-    return CgroupHook(request, plan, view, fs)
+    return CgroupHook(cid, request, plan, view, fs)
