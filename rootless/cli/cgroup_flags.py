@@ -28,8 +28,8 @@ OPTIONS = [
     click.option("--device-write-bps", **MULTI, help="Write rate limit of a device."),
     click.option("--device-read-iops", **MULTI, help="Read operations per second of a device."),
     click.option("--device-write-iops", **MULTI, help="Write operations per second of a device."),
-    click.option("--cgroups", "cgroups_mode", type=click.Choice(["enabled", "disabled", "no-conmon"]),
-                 default="enabled", show_default=True,
+    click.option("--cgroups", "cgroups_mode",
+                 type=click.Choice(["enabled", "disabled", "no-conmon"]), default="enabled", show_default=True,
                  help="Put the container in its own cgroup, or not (disabled: no limits)."),
     click.option("--cgroup-manager", type=click.Choice(["systemd", "cgroupfs"]), default=None,
                  help="systemd (a delegated user scope) or cgroupfs (below your own "
