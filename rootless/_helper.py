@@ -292,6 +292,12 @@ def main() -> None:
     sock = socket.socket(fileno=fd)
     try:
         sys.exit(run(sock))
+    except P.ProtocolError as exc:
+        if str(exc) != "peer closed the connection":
+            raise
+        # The supervisor hung up (e.g. `prun run` refused a flag after the
+        # helper was pre-started): it reports its own error; nothing to add.
+        sys.exit(125)
     except P.RemoteFailure as exc:
         f = exc.failed
         P.send(sock, f)
