@@ -229,7 +229,7 @@ class ContainerCgroup:
 
 
 def create(plan_: Plan, request: CgroupRequest, container_id: str, pid: int,
-                 fs: Hierarchy, view: HostView) -> ContainerCgroup | None:
+           fs: Hierarchy, view: HostView) -> ContainerCgroup | None:
     """Put ``pid`` (the container's init, before it execs) into a new cgroup."""
     if plan_.manager == "none":
         log.debug("container %s runs without a cgroup: %s", container_id[:12], plan_.why)
@@ -241,7 +241,11 @@ def create(plan_: Plan, request: CgroupRequest, container_id: str, pid: int,
                                          plan_.parent)
         path = systemd.start_scope(view.bus, unit, props)
         cg = ContainerCgroup(fs, path, "systemd", unit, view.bus)
-        verify(fs, path, files)
+        try:
+            verify(fs, path, files)
+        except ContainerError:
+            cg.close()
+            raise
         return cg
     parent = plan_.parent
     needed = {name.split(".")[0] for name in files}
