@@ -176,6 +176,9 @@ class NetworkHook:
     def container_created(self, pid: int) -> None:
         return
 
+    def keeper_fds(self) -> list[int]:
+        return [self.slirp.exit_fd] if self.slirp is not None else []
+
     def close(self) -> None:
         if self.slirp is not None:
             self.slirp.stop()

@@ -27,6 +27,7 @@ import os
 import select
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,6 +214,11 @@ class Slirp:
         self.options = options
         self._exit_w = exit_w
 
+    @property
+    def exit_fd(self) -> int:
+        """The write end of the exit pipe: slirp4netns lives while it is open."""
+        return self._exit_w
+
     def stop(self) -> None:
         if self._exit_w >= 0:
             os.close(self._exit_w)  # slirp4netns exits when its exit fd reaches EOF
@@ -310,9 +316,20 @@ def cleanup(state_dir: Path) -> bool:
         pid = 0
     if pid and _is_slirp(pid):
         return False
+    # No pid file yet in a fresh dir: a container starting right now (its
+    # slirp4netns may have made the socket before the pid file is written).
+    if not pid and time.time() - _mtime(state_dir) < READY_TIMEOUT:
+        return False
     found = any((state_dir / n).exists() for n in (PID_NAME, SOCKET_NAME))
     _remove_state(state_dir)
     return found
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _is_slirp(pid: int) -> bool:

@@ -15,6 +15,9 @@ Rules:
   started: slirp4netns goes here), ``container_created`` (the container's
   host pid, stopped before exec: cgroup placement goes here), ``close``
   (always, after exit). Modules register factories in ``HOOKS``.
+- ``run -d``: the hooks' ``keeper_fds`` travel with Go to the keeper, which
+  holds them while it lives; ``close`` is not called (the keeper owns the
+  container now).
 - Every exit path kills the helper (it takes its children along through
   PR_SET_PDEATHSIG) and removes what ``--rm`` asked to remove.
 """
@@ -58,6 +61,11 @@ class RunHooks:
     def container_created(self, pid: int) -> None:
         """The container's init (host pid) is set up and waits to exec."""
 
+    def keeper_fds(self) -> list[int]:
+        """Fds the keeper of a detached container holds until it exits
+        (slirp4netns's exit pipe: the network lives as long as the keeper)."""
+        return []
+
     def close(self) -> None:
         """The container is gone (or never started): release resources."""
 
@@ -88,8 +96,8 @@ class Conversation:
         self.helper = helper
         self.sock = helper.sock
 
-    def send(self, msg: P.Message) -> None:
-        self.helper.send(msg)
+    def send(self, msg: P.Message, fds: list[int] | None = None) -> None:
+        self.helper.send(msg, fds)
 
     def recv(self) -> tuple[P.Message, list[int]]:
         try:
@@ -280,7 +288,9 @@ def _drive(helper: Conversation, spec: dict, maps: idmap.IdMaps, req: RunRequest
         hook.container_created(pid)
     previous = {sig: signal.signal(sig, lambda s, _f: _forward(pid, s)) for sig in FORWARDED}
     try:
-        helper.send(P.Go())
+        # -d: the keeper takes over what would die with this process.
+        held = [fd for hook in hooks for fd in hook.keeper_fds()] if req.detach else []
+        helper.send(P.Go(), held)
         failed = None
         if master is not None:
             from rootless.ptyrelay import relay

@@ -66,6 +66,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "System": {
         "info": "rootless.cli.system:info",
         "version": "rootless.cli.system:version",
+        "system": "rootless.cli.system:system",
     },
 }
 

@@ -120,4 +120,8 @@ def handed_over(store: Store, c: Container, keeper_pid: int) -> Container:
     st = keeper.read_state(str(store.run_dir(c.id)))
     if st is not None:
         store.update(c, pid=st["pid"], started_at=st["started_at"])
+    from netstack.network import ports_records, read_ports
+    ports = read_ports(store.run_dir(c.id) / "net")
+    if ports:
+        store.update(c, config={**c.config, "ports": ports_records(ports)})
     return c

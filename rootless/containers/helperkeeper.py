@@ -20,7 +20,8 @@ Rules:
 - C's stdin is /dev/null, stdout and stderr are pipes the keeper copies
   into the json-file log.
 - First start: the supervisor's handshake (Created, Go) as in the
-  foreground; then the helper clears its own PR_SET_PDEATHSIG (the
+  foreground; fds that come with Go (slirp4netns's exit pipe) stay open as
+  long as the keeper lives; then the helper clears its own PR_SET_PDEATHSIG (the
   supervisor is about to exit), sends Detached and closes the socket.
   Restarts: the same init code with a private socketpair and no hooks.
 - ``cleanup`` stops the FUSE server (its mount lives only in the helper's
@@ -125,7 +126,13 @@ def keep(sock: socket.socket, spec: dict, fuse_pid: int, init) -> int:
         work.cleanup()
         return 125
     P.send(sock, P.Created(cpid))
-    P.expect(sock, P.Go)
+    go, held = P.recv(sock)
+    if not isinstance(go, P.Go):
+        raise P.ProtocolError(f"expected Go, got {type(go).__name__}")
+    # Held open until the keeper exits (e.g. slirp4netns's exit pipe), but
+    # never inherited by a restarted container.
+    for fd in held:
+        os.set_inheritable(fd, False)
     os.write(cgo_w, b"g")
     os.close(cready_r)
     os.close(cgo_w)
