@@ -75,8 +75,11 @@ def refuse_limit(ctx: Context) -> dict[str, float]:
 
 @benchmark("cgroups.guest-start", unit="ms", higher_is_better=False, repeat=1)
 def guest_start(ctx: Context) -> dict[str, float]:
-    """`run --rm … true` in the systemd guest (UML, ~30x slower syscalls): with a
-    scope and limits vs a scope without vs no cgroup; medians of 5 (root only)"""
+    """`run --rm … true` in the UML systemd guest: scope+limits vs scope vs no cgroup
+
+    Medians of 5 per variant, interleaved; UML makes system calls ~30x slower,
+    so only the ratios mean something. Needs root (boots the guest).
+    """
     import json
     import statistics
 
