@@ -298,6 +298,27 @@ def verify(fs: Hierarchy, path: str, files: dict[str, str]) -> None:
                     hint="check 'systemctl --user show' for the scope; " + DELEGATE_FIX)
 
 
+def join(container_pid: int, pid: int, fs: Hierarchy | None = None,
+         view: HostView | None = None) -> None:
+    """Move ``pid`` (``prun exec``'s process, before it starts the command)
+    into the cgroup of the container whose init is ``container_pid``; nothing
+    to do when the container has no cgroup prun made for it (no cgroup v2,
+    ``--cgroups=disabled``, a host where limits are impossible)."""
+    if view is None:
+        view = host_view()
+    if view.layout == "v1":
+        return
+    path = cgroup_of(container_pid)
+    name = path.rsplit("/", 1)[-1]
+    if not name.startswith("prun-") or path == cgroup_of(pid):
+        return
+    if name.endswith(".scope") and view.bus:
+        # The scope's processes may only be moved by its manager (AttachProcessesToUnit).
+        systemd.attach(view.bus, name, pid)
+    else:
+        (fs or Hierarchy()).move(path, pid)
+
+
 def cgroup_of(pid: int, proc: str = "/proc") -> str:
     """The cgroup v2 path of a running process (``prun stats``/``pause``)."""
     try:

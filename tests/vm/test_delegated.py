@@ -153,6 +153,12 @@ def test_detached_container_stats_pause_update_and_rm(bb):
         assert row["memory_limit"] == 64 << 20 and row["pids_limit"] == 50
         assert row["pids"] >= 1 and row["memory"] > 0 and row["cpu_percent"] > 10
         events = f"/sys/fs/cgroup{row['cgroup']}/cgroup.events"
+        # exec'd processes land in the container's cgroup (as its cgroup
+        # namespace shows it: the same line as the init's)
+        out = prun("exec", "busy", "sh", "-c", "cat /proc/self/cgroup /proc/1/cgroup")
+        assert out.returncode == 0, out.stderr
+        mine, init = out.stdout.splitlines()
+        assert mine == init, out.stdout
         table = prun("stats", "--no-stream").stdout
         assert row["id"][:12] in table and "64.0MiB" in table
         assert prun("pause", "busy").returncode == 0
