@@ -212,13 +212,6 @@ class ContainerCgroup:
     def oom_killed(self) -> bool:
         return self.oom_kills > 0
 
-    def attach(self, pid: int) -> None:
-        """Move a further process (``prun exec``) into the container's cgroup."""
-        if self.manager == "systemd":
-            systemd.attach(self.bus, self.unit, pid)
-        else:
-            self.fs.move(self.path, pid)
-
     def close(self) -> None:
         """Remove the cgroup (stop the scope); what is still in it is killed."""
         self.note_oom()

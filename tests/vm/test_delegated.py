@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from rootless.cgroups.manager import cgroup_of
+from rootless.cgroups.manager import cgroup_of, join
 from tests.vm.cgroup_helpers import contain
 
 pytestmark = pytest.mark.vm
@@ -77,7 +77,7 @@ def test_exec_processes_join_and_freeze():
     held, cg = contain(["sleep", "30"], memory="64m")
     held.release()
     joiner = subprocess.Popen(["sleep", "30"])
-    cg.attach(joiner.pid)
+    join(held.proc.pid, joiner.pid)   # what prun exec does
     assert cgroup_of(joiner.pid) == cg.path
     assert sorted(cg.fs.procs(cg.path)) == sorted([held.proc.pid, joiner.pid])
     cg.fs.freeze(cg.path, True)
