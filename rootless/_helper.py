@@ -403,7 +403,8 @@ def main() -> None:
     try:
         code = run(sock)
     except P.ProtocolError:
-        # The supervisor went away (e.g. a flag error after the pre-start).
+        # The supervisor hung up (e.g. `prun run` refused a flag after the
+        # helper was pre-started): it reports its own error; nothing to add.
         sys.exit(0)
     except P.RemoteFailure as exc:
         P.send(sock, exc.failed)

@@ -52,8 +52,6 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signa
 class RunHooks:
     """Extension points of a run (see the module rules); the defaults do nothing."""
 
-    cid = ""   # the container's id, set before the first call
-
     def etc_files(self, files: dict[str, str]) -> None:
         """Edit the generated /etc files' contents (key: container path)."""
 

@@ -1,13 +1,14 @@
 """The cgroup step of ``prun run``: a supervisor ``RunHooks`` (see supervisor.py).
 
 Rules:
-- The factory plans (``manager.plan``) before the container starts, so a
-  limit the host cannot enforce fails the run with exit 125 and nothing
-  started; no cgroup wanted or possible (and no limits asked) → no hook.
+- The CLI plans (``manager.planned``) before the helper starts, so a limit
+  the host cannot enforce fails the run with exit 125 and nothing started
+  (the factory plans itself for a request built elsewhere); no cgroup
+  wanted or possible (and no limits asked) → no hook.
 - ``container_created`` puts the container's init into its cgroup while it
-  still waits to exec, so every process it ever starts is inside, and
-  starts the OOM watch; ``close`` records whether the OOM killer struck
-  (``oom_killed``) and removes the cgroup / stops the scope.
+  still waits to exec, so every process it ever starts is inside; ``close``
+  records whether the OOM killer struck (``oom_killed``) and removes the
+  cgroup / stops the scope.
 """
 
 from __future__ import annotations
@@ -31,12 +32,11 @@ class CgroupHook(RunHooks):
         self.oom_killed = False
 
     def container_created(self, pid: int) -> None:
-        cid = self.cid
-        self.cgroup = manager.create(self.plan, self.request, cid, pid, self.fs, self.view)
-        self.cgroup.watch_oom()
+        self.cgroup = manager.create(self.plan, self.request, self.cid, pid, self.fs, self.view)
         # prun stats/pause/unpause find it here while it runs.
-        lookup.record(Paths.from_env(), cid, self.cgroup.path)
-        log.debug("container %s in cgroup %s (%s)", cid[:12], self.cgroup.path, self.plan.why)
+        lookup.record(Paths.from_env(), self.cid, self.cgroup.path)
+        log.debug("container %s in cgroup %s (%s)", self.cid[:12], self.cgroup.path,
+                  self.plan.why)
 
     def close(self) -> None:
         if self.cgroup is not None:
@@ -49,7 +49,7 @@ def factory(req, cid: str, config: dict) -> CgroupHook | None:
     request = getattr(req, "cgroup", None) or manager.CgroupRequest()
     fs = Hierarchy()
     view = manager.host_view()
-    plan = manager.plan(request, view, fs)
+    plan = request.plan or manager.plan(request, view, fs)
     if plan.manager == "none":
         log.debug("no cgroup for this container: %s", plan.why)
         return None

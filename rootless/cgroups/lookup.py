@@ -7,6 +7,8 @@ Rules:
   foreground or detached container is found by full id, unique id prefix or
   name (``<data>/containers/names/<name>`` → id); containers in the
   lifecycle store are also found through their recorded pid.
+- A record whose cgroup no longer exists (a detached container that
+  exited: its runtime dir outlives it) means "not running".
 - Not running, or running without a cgroup, is a NotFoundError / a
   ContainerError saying which, with a hint.
 """
@@ -17,6 +19,7 @@ import os
 from pathlib import Path
 
 from rootless.cgroups.manager import cgroup_of
+from rootless.cgroups.v2 import Hierarchy
 from rootless.errors import ConflictError, ContainerError, NotFoundError
 from rootless.paths import Paths
 
@@ -33,9 +36,10 @@ def record(paths: Paths, cid: str, cgroup: str) -> None:
         target.write_text(cgroup)
 
 
-def find(ref: str, paths: Paths | None = None) -> tuple[str, str]:
+def find(ref: str, paths: Paths | None = None, fs: Hierarchy | None = None) -> tuple[str, str]:
     """(container id, cgroup v2 path) of the running container ``ref``."""
     paths = paths or Paths.from_env()
+    fs = fs or Hierarchy()
     running = paths.runtime / "containers"
     ids = sorted(p.name for p in running.iterdir()) if running.is_dir() else []
     link = paths.data / "containers" / "names" / ref
@@ -51,11 +55,15 @@ def find(ref: str, paths: Paths | None = None) -> tuple[str, str]:
         return _from_store(ref, paths)
     cid = matches[0]
     try:
-        return cid, record_path(paths, cid).read_text().strip()
+        path = record_path(paths, cid).read_text().strip()
     except FileNotFoundError:
         raise ContainerError(f"find the cgroup of container {ref}: it runs without a cgroup",
                              hint="cgroups are unavailable on this host or it was started "
                                   "with --cgroups=disabled (see 'prun info')") from None
+    if not fs.exists(path):
+        raise NotFoundError(f"find container {ref!r}: it is not running (its cgroup is gone)",
+                            hint="see 'prun ps' for running containers")
+    return cid, path
 
 
 def _from_store(ref: str, paths: Paths) -> tuple[str, str]:

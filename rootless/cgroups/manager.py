@@ -18,9 +18,10 @@ Rules:
   container's init; limits are unit properties. cgroupfs: ``<own cgroup>/
   prun-<id>``; the processes already in our cgroup move into ``init/``
   first (no internal processes), then controllers are enabled.
-- The OOM-kill count is watched while the container runs (inotify on
-  memory.events): systemd removes an emptied scope's cgroup right after
-  the last process exits, before anyone could read the file.
+- OOM kills: systemd removes an emptied scope's cgroup right after the last
+  process exits, usually before we could read its memory.events; then the
+  parent's hierarchical memory.events, read at start and at exit, tells
+  (a sibling OOM-killed in the same window would be counted too).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rootless.cgroups import systemd
 from rootless.cgroups.limits import Limits, v2_files
@@ -47,6 +48,13 @@ DELEGATE_FIX = ("as root: mkdir -p /etc/systemd/system/user@.service.d && printf
 
 
 @dataclass(frozen=True)
+class Plan:
+    manager: str                 # "systemd" | "cgroupfs" | "none"
+    parent: str | None           # cgroupfs: the cgroup to create under; systemd: the slice
+    why: str
+
+
+@dataclass(frozen=True)
 class CgroupRequest:
     """The cgroup flags of ``prun run``."""
 
@@ -54,6 +62,7 @@ class CgroupRequest:
     mode: str = "enabled"            # --cgroups
     manager: str | None = None       # --cgroup-manager (None: pick)
     parent: str | None = None        # --cgroup-parent: a slice (systemd) or a path (cgroupfs)
+    plan: Plan | None = None         # decided up front (``planned``), before anything starts
 
 
 @dataclass(frozen=True)
@@ -65,13 +74,6 @@ class HostView:
     uid: int
     user: str
     bus: str | None              # user bus address when its socket exists
-
-
-@dataclass(frozen=True)
-class Plan:
-    manager: str                 # "systemd" | "cgroupfs" | "none"
-    parent: str | None           # cgroupfs: the cgroup to create under; systemd: the slice
-    why: str
 
 
 def host_view(env: Mapping[str, str] | None = None) -> HostView:
@@ -90,11 +92,19 @@ def host_view(env: Mapping[str, str] | None = None) -> HostView:
     return HostView(layout, own, host.uid(), host.username(), bus)
 
 
-def _missing(need: dict[str, list[str]], available: set[str]) -> tuple[str, str] | None:
+def planned(request: CgroupRequest) -> CgroupRequest:
+    """``request`` with its plan for this host: fails before any process starts."""
+    return replace(request, plan=plan(request, host_view(), Hierarchy()))
+
+
+def _require(need: dict[str, list[str]], available: set[str], where: str, label: str,
+             hint: str) -> None:
+    """Raise for the first controller in ``need`` (controller → flags) not available."""
     for controller in sorted(need):
         if controller not in available:
-            return controller, need[controller][0]
-    return None
+            raise HostSetupError(
+                f"apply {need[controller][0]}: the {controller} controller {where} "
+                f"({label}: {' '.join(sorted(available)) or 'none'})", hint=hint)
 
 
 def plan(request: CgroupRequest, view: HostView, fs: Hierarchy) -> Plan:
@@ -149,14 +159,8 @@ def plan(request: CgroupRequest, view: HostView, fs: Hierarchy) -> Plan:
         where = f"/user.slice/user-{view.uid}.slice/user@{view.uid}.service"
         if not fs.exists(where):
             where = view.own or "/"
-        available = fs.controllers(where)
-        missing = _missing(need, available)
-        if missing:
-            controller, flag = missing
-            raise HostSetupError(
-                f"apply {flag}: the {controller} controller is not delegated to your systemd "
-                f"user instance (delegated: {' '.join(sorted(available)) or 'none'})",
-                hint=DELEGATE_FIX + "; or run without the limit")
+        _require(need, fs.controllers(where), "is not delegated to your systemd user instance",
+                 "delegated", DELEGATE_FIX + "; or run without the limit")
         return Plan("systemd", request.parent, f"systemd user instance, controllers at {where}")
 
     parent = request.parent or view.own
@@ -167,15 +171,9 @@ def plan(request: CgroupRequest, view: HostView, fs: Hierarchy) -> Plan:
             hint="run prun inside a cgroup delegated to you (a 'systemd-run --user -p "
                  "Delegate=yes' unit, a container with a writable cgroup), or use "
                  "--cgroup-manager=systemd")
-    available = fs.controllers(parent)
-    missing = _missing(need, available)
-    if missing:
-        controller, flag = missing
-        raise HostSetupError(
-            f"apply {flag}: the {controller} controller is not available in your cgroup "
-            f"{parent} (available: {' '.join(sorted(available)) or 'none'})",
-            hint="delegate the controller to the enclosing unit (Delegate=yes, or "
-                 + DELEGATE_FIX + "); or run without the limit")
+    _require(need, fs.controllers(parent), f"is not available in your cgroup {parent}",
+             "available", "delegate the controller to the enclosing unit (Delegate=yes, or "
+             + DELEGATE_FIX + "); or run without the limit")
     return Plan("cgroupfs", parent, f"delegated cgroup {parent}")
 
 
@@ -190,50 +188,41 @@ class ContainerCgroup:
         self.unit = unit
         self.bus = bus
         self.oom_kills = 0
-        self._watch = None
+        self.parent = path.rsplit("/", 1)[0] or "/"
+        self._parent_base = self._parent_kills()
 
     def stats(self) -> Stats:
         return self.fs.stats(self.path)
 
+    def _parent_kills(self) -> int | None:
+        return self.fs.stats(self.parent).oom_kills
+
     def note_oom(self) -> None:
-        """Read memory.events now (while the cgroup exists)."""
+        """Count OOM kills: from our memory.events while the cgroup exists, else
+        from the parent's (hierarchical) count since we started."""
         kills = self.fs.stats(self.path).oom_kills
+        if kills is None:
+            now = self._parent_kills()
+            if now is not None and self._parent_base is not None:
+                kills = now - self._parent_base
         if kills is not None:
             self.oom_kills = max(self.oom_kills, kills)
-
-    def watch_oom(self) -> None:
-        """Follow memory.events (in a thread) until ``close``."""
-        from rootless.cgroups.inotify import FileWatch
-
-        if self.fs.read(self.path, "memory.events") is not None:
-            self._watch = FileWatch(str(self.fs.dir(self.path) / "memory.events"),
-                                    self.note_oom)
 
     @property
     def oom_killed(self) -> bool:
         return self.oom_kills > 0
 
-    def attach(self, pid: int) -> None:
-        """Move a further process (``prun exec``) into the container's cgroup."""
-        if self.manager == "systemd":
-            systemd.attach(self.bus, self.unit, pid)
-        else:
-            self.fs.move(self.path, pid)
-
     def close(self) -> None:
         """Remove the cgroup (stop the scope); what is still in it is killed."""
-        if self._watch is not None:
-            self._watch.stop()
-            self._watch = None
+        self.note_oom()
         if self.manager == "systemd":
             systemd.stop_scope(self.bus, self.unit)
         else:
-            self.note_oom()
             self.fs.remove(self.path)
 
 
 def create(plan_: Plan, request: CgroupRequest, container_id: str, pid: int,
-                 fs: Hierarchy, view: HostView) -> ContainerCgroup | None:
+           fs: Hierarchy, view: HostView) -> ContainerCgroup | None:
     """Put ``pid`` (the container's init, before it execs) into a new cgroup."""
     if plan_.manager == "none":
         log.debug("container %s runs without a cgroup: %s", container_id[:12], plan_.why)
@@ -245,7 +234,11 @@ def create(plan_: Plan, request: CgroupRequest, container_id: str, pid: int,
                                          plan_.parent)
         path = systemd.start_scope(view.bus, unit, props)
         cg = ContainerCgroup(fs, path, "systemd", unit, view.bus)
-        verify(fs, path, files)
+        try:
+            verify(fs, path, files)
+        except ContainerError:
+            cg.close()
+            raise
         return cg
     parent = plan_.parent
     needed = {name.split(".")[0] for name in files}
@@ -269,6 +262,19 @@ def create(plan_: Plan, request: CgroupRequest, container_id: str, pid: int,
     return ContainerCgroup(fs, path, "cgroupfs")
 
 
+def update(path: str, limits: Limits, fs: Hierarchy, view: HostView) -> None:
+    """Change the limits of a running container's cgroup (``prun update``)."""
+    _require(limits.required(), fs.controllers(path),
+             f"is not enabled in the container's cgroup {path}", "enabled", DELEGATE_FIX)
+    name = path.rsplit("/", 1)[-1]
+    if name.endswith(".scope") and view.bus:
+        # systemd owns a scope's own files: change the unit, or a reload undoes it.
+        systemd.set_properties(view.bus, name, systemd.limit_properties(limits))
+        verify(fs, path, v2_files(limits))
+    else:
+        fs.apply(path, v2_files(limits))
+
+
 def verify(fs: Hierarchy, path: str, files: dict[str, str]) -> None:
     """Check that systemd really wrote the limits (it skips properties whose
     controller it lacks, silently)."""
@@ -283,6 +289,27 @@ def verify(fs: Hierarchy, path: str, files: dict[str, str]) -> None:
                 raise ContainerError(
                     f"apply {name}={files[name]} to {path}: systemd set {actual or 'nothing'}",
                     hint="check 'systemctl --user show' for the scope; " + DELEGATE_FIX)
+
+
+def join(container_pid: int, pid: int, fs: Hierarchy | None = None,
+         view: HostView | None = None) -> None:
+    """Move ``pid`` (``prun exec``'s process, before it starts the command)
+    into the cgroup of the container whose init is ``container_pid``; nothing
+    to do when the container has no cgroup prun made for it (no cgroup v2,
+    ``--cgroups=disabled``, a host where limits are impossible)."""
+    if view is None:
+        view = host_view()
+    if view.layout == "v1":
+        return
+    path = cgroup_of(container_pid)
+    name = path.rsplit("/", 1)[-1]
+    if not name.startswith("prun-") or path == cgroup_of(pid):
+        return
+    if name.endswith(".scope") and view.bus:
+        # The scope's processes may only be moved by its manager (AttachProcessesToUnit).
+        systemd.attach(view.bus, name, pid)
+    else:
+        (fs or Hierarchy()).move(path, pid)
 
 
 def cgroup_of(pid: int, proc: str = "/proc") -> str:

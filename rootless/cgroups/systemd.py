@@ -63,6 +63,12 @@ def scope_properties(limits: Limits, pid: int, description: str,
     ]
     if slice_name:
         props.append(("Slice", ("s", slice_name)))
+    return props + limit_properties(limits)
+
+
+def limit_properties(limits: Limits) -> list[tuple[str, tuple[str, object]]]:
+    """The unit properties that carry ``limits`` (also for SetUnitProperties)."""
+    props: list[tuple[str, tuple[str, object]]] = []
     if limits.memory is not None:
         props.append(("MemoryMax", ("t", limits.memory)))
         swap = limits.memory if limits.memory_swap is None else (
@@ -180,6 +186,14 @@ def attach(address: str, unit: str, pid: int) -> None:
     with _connect(address) as conn:
         _call(conn, "AttachProcessesToUnit", "ssau", unit, "/", [pid],
               what=f"attach pid {pid} to {unit}")
+
+
+def set_properties(address: str, unit: str,
+                   properties: list[tuple[str, tuple[str, object]]]) -> None:
+    """SetUnitProperties, runtime only (``prun update``)."""
+    with _connect(address) as conn:
+        _call(conn, "SetUnitProperties", "sba(sv)", unit, True, properties,
+              what=f"set properties of {unit}")
 
 
 def stop_scope(address: str, unit: str) -> None:

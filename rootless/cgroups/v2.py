@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -86,10 +87,14 @@ class Hierarchy:
         return self.root / path.lstrip("/")
 
     def read(self, path: str, name: str) -> str | None:
+        """The file's text; None when it (or its cgroup) does not exist."""
         try:
             return (self.dir(path) / name).read_text()
-        except FileNotFoundError:
-            return None
+        except OSError as exc:
+            # ENODEV: the cgroup was removed between open and read.
+            if exc.errno in (errno.ENOENT, errno.ENODEV):
+                return None
+            raise
 
     def write(self, path: str, name: str, value: str) -> None:
         target = self.dir(path) / name
@@ -201,6 +206,6 @@ class Hierarchy:
                 return
             except OSError as exc:
                 # EBUSY while killed processes are still being reaped.
-                if exc.errno != 16 or time.monotonic() > deadline:
+                if exc.errno != errno.EBUSY or time.monotonic() > deadline:
                     raise ContainerError(f"remove cgroup {d}: {exc.strerror or exc}") from exc
                 time.sleep(0.01)

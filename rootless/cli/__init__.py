@@ -47,6 +47,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "stats": "rootless.cli.cgroups:stats",
         "pause": "rootless.cli.cgroups:pause",
         "unpause": "rootless.cli.cgroups:unpause",
+        "update": "rootless.cli.cgroups:update",
     },
     "Manage images": {
         "pull": "rootless.cli.images:pull",

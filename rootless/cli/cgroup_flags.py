@@ -2,7 +2,8 @@
 
 ``cgroup_options`` is a click decorator the run command applies;
 ``cgroup_request`` pops those flags from the command's keyword arguments and
-returns a validated ``CgroupRequest`` (bad values: UsageError, exit 125).
+returns a validated and planned ``CgroupRequest``: a bad value or a limit
+this host cannot enforce fails here (exit 125), before the helper starts.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ OPTIONS = [
     click.option("--device-write-bps", **MULTI, help="Write rate limit of a device."),
     click.option("--device-read-iops", **MULTI, help="Read operations per second of a device."),
     click.option("--device-write-iops", **MULTI, help="Write operations per second of a device."),
-    click.option("--cgroups", "cgroups_mode", type=click.Choice(["enabled", "disabled", "no-conmon"]),
-                 default="enabled", show_default=True,
+    click.option("--cgroups", "cgroups_mode",
+                 type=click.Choice(["enabled", "disabled", "no-conmon"]), default="enabled", show_default=True,
                  help="Put the container in its own cgroup, or not (disabled: no limits)."),
     click.option("--cgroup-manager", type=click.Choice(["systemd", "cgroupfs"]), default=None,
                  help="systemd (a delegated user scope) or cgroupfs (below your own "
@@ -47,11 +48,18 @@ def cgroup_options(fn):
     return fn
 
 
+def limit_options(fn):
+    """Only the limit flags (``prun update``)."""
+    for option in reversed(OPTIONS[:len(KEYS)]):
+        fn = option(fn)
+    return fn
+
+
 def cgroup_request(opts: dict):
     """Pop the cgroup flags out of ``opts``; return a CgroupRequest."""
     from rootless.cgroups.limits import parse_limits
-    from rootless.cgroups.manager import CgroupRequest
+    from rootless.cgroups.manager import CgroupRequest, planned
 
     values = {key: opts.pop(key) for key in KEYS}
-    return CgroupRequest(parse_limits(values), opts.pop("cgroups_mode"),
-                         opts.pop("cgroup_manager"), opts.pop("cgroup_parent"))
+    return planned(CgroupRequest(parse_limits(values), opts.pop("cgroups_mode"),
+                                 opts.pop("cgroup_manager"), opts.pop("cgroup_parent")))

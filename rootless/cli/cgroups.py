@@ -1,4 +1,4 @@
-"""Commands on a running container's cgroup: stats, pause, unpause."""
+"""Commands on a running container's cgroup: stats, pause, unpause, update."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 import time
 
 import click
+
+from rootless.cli.cgroup_flags import KEYS, limit_options
 
 FORMATS = click.Choice(["table", "json"])
 
@@ -141,3 +143,28 @@ def unpause(containers: tuple[str, ...]) -> int:
       prun unpause web
     """
     return _freeze(containers, False)
+
+
+@click.command()
+@limit_options
+@click.argument("container")
+def update(container: str, **opts) -> int:
+    """Change the resource limits of a running container.
+
+    \b
+    Example:
+      prun update --memory 512m --cpus 1.5 web
+    """
+    from rootless.cgroups import lookup, manager
+    from rootless.cgroups.limits import parse_limits
+    from rootless.cgroups.v2 import Hierarchy
+    from rootless.errors import UsageError
+
+    limits = parse_limits({key: opts[key] for key in KEYS})
+    if not limits:
+        raise UsageError(f"update {container}: no limit given",
+                         hint="e.g. prun update --memory 512m --cpus 1.5 " + container)
+    _, path = lookup.find(container)
+    manager.update(path, limits, Hierarchy(), manager.host_view())
+    click.echo(container)
+    return 0

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from rootless.containers import control, keeper, policy
 from rootless.containers.store import Container, Store, alive, proc_starttime, remove_tree
-from rootless.errors import ConflictError, ContainerError
+from rootless.errors import ConflictError, ContainerError, PrunError
 
 Launcher = Callable[[Store, Container], tuple[list[str], dict[str, str]]]
 LIVE = (policy.RUNNING, policy.RESTARTING)
@@ -231,6 +231,16 @@ def exec_in(store: Store, c: Container, args: list[str], env: list[str], user: s
                                   str(r)], pass_fds=(r,), env=env_vars,
                                  stdin=None if stdin else null)
     os.close(r)
+    try:
+        # Into the container's cgroup (its limits) before the command starts:
+        # nsexec waits for the request below before it forks the command.
+        from rootless.cgroups.manager import join
+        join(c.pid, proc_.pid)
+    except PrunError:
+        os.close(w)
+        proc_.kill()
+        proc_.wait()
+        raise
     os.write(w, marshal.dumps(req))
     os.close(w)
     previous = {s: signal.signal(s, lambda sig, _f: proc_.send_signal(sig))

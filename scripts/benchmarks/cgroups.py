@@ -1,12 +1,15 @@
 """Start-up cost of the cgroup step of `prun run`, side by side with podman.
 
+prun is first in each result; in cgroups.guest-start the "peers" are prun
+itself without limits / without a cgroup, so the ratio is the overhead.
+
 On this host (no systemd, a cgroup v1/v2 hybrid) no container can get a
 cgroup: prun's default run plans the cgroup step (host probe, manager
 choice) and runs without one; podman only runs here with cgroups disabled
 (shared/notes/peers.md), so both tools are measured with no cgroup, and the
 "refuse" line times how fast each rejects `--memory 64m`. The enforcing path
-(a systemd scope with limits) is measured only in the systemd guest (tests/vm)
-and not reported here.
+(a systemd scope with limits) is measured in the systemd guest
+(cgroups.guest-start, which boots it: ~2-4 min); podman is not in the guest.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ def _env(ctx: Context) -> dict[str, str]:
 
 
 def _prun(ctx: Context, *flags: str) -> list[str]:
-    return ctx.as_user(["prun", "run", "--rm", *flags, "--rootfs", ctx.state["bb"], "true"],
-                       _env(ctx))
+    return ctx.as_user(["prun", "run", "--rm", "--network", "none", *flags,
+                        "--rootfs", ctx.state["bb"], "true"], _env(ctx))
 
 
 def _podman(ctx: Context, *flags: str) -> list[str]:
@@ -68,3 +71,22 @@ def refuse_limit(ctx: Context) -> dict[str, float]:
     if ctx.state["podman"]:
         result["podman"] = ctx.time(_podman(ctx, "--memory", "64m"), check=False) * 1000
     return result
+
+
+@benchmark("cgroups.guest-start", unit="ms", higher_is_better=False, repeat=1)
+def guest_start(ctx: Context) -> dict[str, float]:
+    """`run --rm … true` in the UML systemd guest: scope+limits vs scope vs no cgroup
+
+    Medians of 5 per variant, interleaved; UML makes system calls ~30x slower,
+    so only the ratios mean something. Needs root (boots the guest).
+    """
+    import json
+    import statistics
+
+    if os.getuid() != 0:
+        raise RuntimeError("boots the User-mode Linux guest: run scripts/bench as root")
+    out = ctx.run([str(ctx.src / "scripts/vm-test"), "--bench"], text=True)
+    line = next(l for l in out.stdout.splitlines() if l.startswith("{"))
+    times = {name: statistics.median(values) for name, values in json.loads(line).items()}
+    limited = next(name for name in times if name.startswith("scope +"))
+    return {"prun": times.pop(limited), **{f"prun, {name}": v for name, v in times.items()}}

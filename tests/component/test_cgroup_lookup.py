@@ -3,7 +3,8 @@
 import pytest
 
 from rootless.cgroups import lookup
-from rootless.errors import ConflictError, ContainerError
+from rootless.cgroups.v2 import Hierarchy
+from rootless.errors import ConflictError, ContainerError, NotFoundError
 from rootless.paths import Paths
 
 A = "ab" + "0" * 62
@@ -23,21 +24,32 @@ def paths(tmp_path):
     return p
 
 
-def test_by_id_prefix_and_name(paths):
+@pytest.fixture
+def fs(tmp_path):
+    (tmp_path / "cg/user.slice/app.slice/prun-a.scope").mkdir(parents=True)
+    return Hierarchy(tmp_path / "cg")
+
+
+def test_by_id_prefix_and_name(paths, fs):
     want = (A, "/user.slice/app.slice/prun-a.scope")
-    assert lookup.find(A, paths) == want
-    assert lookup.find("ab", paths) == want
-    assert lookup.find("web", paths) == want
+    assert lookup.find(A, paths, fs) == want
+    assert lookup.find("ab", paths, fs) == want
+    assert lookup.find("web", paths, fs) == want
 
 
-def test_ambiguous_prefix(paths):
+def test_cgroup_gone_means_not_running(paths, tmp_path):
+    with pytest.raises(NotFoundError, match="find container 'web': it is not running"):
+        lookup.find("web", paths, Hierarchy(tmp_path / "empty"))
+
+
+def test_ambiguous_prefix(paths, fs):
     with pytest.raises(ConflictError, match="find container 'a': the id prefix is ambiguous"):
-        lookup.find("a", paths)
+        lookup.find("a", paths, fs)
 
 
-def test_running_without_cgroup(paths):
+def test_running_without_cgroup(paths, fs):
     with pytest.raises(ContainerError, match="find the cgroup of container db: it runs without"):
-        lookup.find("db", paths)
+        lookup.find("db", paths, fs)
 
 
 def test_record_skipped_once_the_container_is_gone(paths, tmp_path):

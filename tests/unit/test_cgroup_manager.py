@@ -59,7 +59,8 @@ def test_systemd_preferred_and_missing_controller_named(tmp_path):
         plan(request(memory="64m", blkio_weight="300"), view(), fs)
     assert err.value.message == ("apply --blkio-weight 300: the io controller is not delegated "
                                  "to your systemd user instance (delegated: cpu memory pids)")
-    assert "delegate.conf" in err.value.hint and "Delegate=cpu cpuset io memory pids" in err.value.hint
+    assert "delegate.conf" in err.value.hint
+    assert "Delegate=cpu cpuset io memory pids" in err.value.hint
 
 
 def test_no_bus_uses_delegated_own_cgroup(tmp_path):

@@ -32,7 +32,8 @@ def test_prun_run_io_limit_refused(tmp_path):
     from tests.support.rootfs import build_busybox_rootfs
 
     bb = str(build_busybox_rootfs(tmp_path / "rootfs"))
-    out = subprocess.run(["prun", "run", "--rm", "--network", "none", "--blkio-weight", "300", "--rootfs", bb, "true"],
+    out = subprocess.run(["prun", "run", "--rm", "--network", "none", "--blkio-weight", "300",
+                          "--rootfs", bb, "true"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 125
     assert "prun: error: apply --blkio-weight 300: the io controller is not delegated" in out.stderr
