@@ -5,8 +5,9 @@ Rules:
   ``--dns*``, ``--add-host``, ``--no-hosts``); ``plan`` checks it and picks
   host ports BEFORE anything starts (a privileged or busy port fails with
   the fix, nothing is left half-networked).
-- Modes: ``slirp4netns[:opts]`` (the default), ``none`` (lo only), ``host``
-  (no network namespace; -p is refused, as docker does).
+- Modes: ``slirp4netns[:opts]`` (the default), ``pasta`` (netstack/pasta.py),
+  ``none`` (lo only), ``host`` (no network namespace; -p is refused, as
+  docker does).
 - ``NetworkHook`` plugs into the supervisor's run hooks: ``etc_files``
   writes resolv.conf/hosts/hostname text, ``namespaces_ready`` starts
   slirp4netns for the helper's namespaces, publishes the ports through its
@@ -26,12 +27,14 @@ from netstack.ports import PortMapping, parse_expose, parse_publish
 from netstack.slirp import SlirpOptions, parse_options
 from rootless.errors import UsageError
 
-MODES = ("slirp4netns", "none", "host")
+MODES = ("slirp4netns", "pasta", "none", "host")
 DEFAULT_MODE = "slirp4netns"
 PORTS_FILE = "ports.json"
 HOST_RESOLV = Path("/etc/resolv.conf")
 UPSTREAM_RESOLV = Path("/run/systemd/resolve/resolv.conf")
 HOST_HOSTS = Path("/etc/hosts")
+HOST_ROUTES = Path("/proc/net/route")
+PORT_MODES = ("slirp4netns", "pasta")
 
 
 @dataclass
@@ -61,7 +64,8 @@ def parse_mode(spec: str) -> tuple[str, SlirpOptions | None]:
     mode, _, opts = spec.partition(":")
     if mode not in MODES:
         raise UsageError(f"use network {spec!r}: unknown network mode",
-                         hint="modes: slirp4netns[:allow_host_loopback=true,mtu=N,…], none, host")
+                         hint="modes: slirp4netns[:allow_host_loopback=true,mtu=N,…], pasta, "
+                              "none, host")
     if mode == "slirp4netns":
         return mode, parse_options(opts, spec)
     if opts:
@@ -77,7 +81,7 @@ def plan(req: NetworkRequest, bind=None, unprivileged_start: int | None = None) 
     wanted = [m for spec in req.publish for m in parse_publish(spec)]
     if req.publish_all:
         wanted += parse_expose(req.expose)
-    if wanted and mode != "slirp4netns":
+    if wanted and mode not in PORT_MODES:
         raise UsageError(f"publish port {wanted[0].spec!r}: --network {mode} has no ports to "
                          "publish", hint="remove -p/-P (with --network host the container's "
                                          "ports are the host's), or use --network slirp4netns")
@@ -105,6 +109,11 @@ def etc_files(p: NetworkPlan) -> dict[str, str]:
     if p.mode == "slirp4netns":
         servers: tuple[str, ...] = (p.slirp.dns,)
         container_ip, host_ip = p.slirp.guest_ip, p.slirp.gateway
+    elif p.mode == "pasta":
+        # pasta copies the host's addresses in and maps its gateway to the host
+        servers = resolv.host_resolvers(host_text, _read(UPSTREAM_RESOLV))
+        container_ip = "127.0.1.1"
+        host_ip = resolv.default_gateway(_read(HOST_ROUTES)) or "127.0.0.1"
     elif p.mode == "host":
         servers = host.nameservers  # same namespace: loopback resolvers work
         container_ip, host_ip = "127.0.1.1", "127.0.0.1"
@@ -154,6 +163,7 @@ class NetworkHook:
         self.state_dir = state_dir
         self.cache_dir = cache_dir
         self.slirp = None
+        self.pasta = None
 
     def etc_files(self, files: dict[str, str]) -> None:
         new = etc_files(self.plan)
@@ -162,6 +172,12 @@ class NetworkHook:
         files.update(new)
 
     def namespaces_ready(self, helper_pid: int) -> None:
+        if self.plan.mode == "pasta":
+            from netstack import pasta
+
+            self.pasta = pasta.start(list(self.plan.ports), helper_pid, self.state_dir)
+            write_ports(self.state_dir, list(self.plan.ports))
+            return
         if self.plan.mode != "slirp4netns":
             return
         from netstack import netlink, slirp
@@ -177,9 +193,10 @@ class NetworkHook:
         return
 
     def close(self) -> None:
-        if self.slirp is not None:
-            self.slirp.stop()
-            self.slirp = None
+        for helper in (self.slirp, self.pasta):
+            if helper is not None:
+                helper.stop()
+        self.slirp = self.pasta = None
         if self.state_dir is not None:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
@@ -203,11 +220,11 @@ def hook(req, cid: str, config: dict) -> NetworkHook:
 def reap_stale(runtime: Path) -> list[Path]:
     """Remove the network state of containers whose supervisor was killed
     (``slirp.cleanup`` leaves live ones alone); returns the dirs removed."""
-    from netstack import slirp
+    from netstack import pasta, slirp
 
     removed = []
     for net in runtime.glob("c/*/net"):
-        if slirp.cleanup(net):
+        if slirp.cleanup(net) or pasta.cleanup(net):
             shutil.rmtree(net)
             removed.append(net)
     return removed

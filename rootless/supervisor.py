@@ -37,6 +37,7 @@ from rootless.runspec import BuildContext, RunRequest, build
 # network mode -> "module:factory" of its hook (None: built in)
 # (called with the request, the container id and the image config)
 NETWORKS: dict[str, str | None] = {"slirp4netns": "netstack.network:hook",
+                                   "pasta": "netstack.network:hook",
                                    "none": "netstack.network:hook",
                                    "host": "netstack.network:hook"}
 DEFAULT_NETWORK = "slirp4netns"

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -81,8 +82,10 @@ def _container_to_host(ctx: Context, runner: list[str]) -> float:
 
 def _published(ctx: Context, runner_for_port) -> float:
     port = _free_port()
+    # its own process group: runuser/unshare wrappers do not pass a kill on
     server = subprocess.Popen(runner_for_port(port) + ["iperf3", "-s", "-p", "5201"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -96,7 +99,17 @@ def _published(ctx: Context, runner_for_port) -> float:
                 raise RuntimeError(f"published iperf3 not reachable: {out.stdout[-300:]}")
             time.sleep(0.2)
     finally:
-        server.kill()  # the supervisor; its container and slirp4netns follow
+        _stop(server)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """SIGTERM the group: prun and podman forward it to iperf3, which exits,
+    and --rm removes the container (a SIGKILL would orphan podman's)."""
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
         server.wait()
 
 

@@ -28,18 +28,29 @@ def bb(tmp_path_factory):
     return str(build_busybox_rootfs(tmp_path_factory.mktemp("bb") / "rootfs"))
 
 
-def slirps() -> set[int]:
+def live_procs(*names: str) -> set[int]:
+    """Our processes (not zombies) whose comm, up to its first dot, is in ``names``."""
     uid = os.getuid()
     out = set()
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
-                if (open(f"/proc/{d}/comm").read().strip() == "slirp4netns"
-                        and os.stat(f"/proc/{d}").st_uid == uid):
-                    out.add(int(d))
+                stat = open(f"/proc/{d}/stat").read()
+                owner = os.stat(f"/proc/{d}").st_uid
             except OSError:
                 continue
+            comm, _, rest = stat.partition(" (")[2].rpartition(") ")
+            if comm.split(".")[0] in names and rest[:1] != "Z" and owner == uid:
+                out.add(int(d))
     return out
+
+
+def slirps() -> set[int]:
+    return live_procs("slirp4netns")
+
+
+def pastas() -> set[int]:
+    return live_procs("pasta", "passt")
 
 
 def test_default_network_is_slirp4netns_and_none_has_only_lo(bb):
@@ -224,3 +235,30 @@ def test_host_network_and_no_hosts(bb):
     assert "host.containers.internal" not in out.stdout
     out = prun("run", "--rm", "--network", "host", "-p", "8080:80", "--rootfs", bb, "true")
     assert out.returncode == 125 and "--network host has no ports to publish" in out.stderr
+
+
+def test_pasta_publishes_ipv4_and_ipv6_ports_and_stops_with_the_container(bb, tmp_path):
+    require_tool("pasta")
+    before = pastas()
+    v4, v6 = free_port(), free_port()
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("via pasta\n")
+    proc = subprocess.Popen(["prun", "run", "--rm", "--network", "pasta",
+                             "-p", f"127.0.0.1:{v4}:80", "-p", f"[::1]:{v6}:80",
+                             "-v", f"{tmp_path / 'www'}:/www:ro", "--rootfs", bb,
+                             "httpd", "-f", "-p", "80", "-h", "/www"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_http(f"http://127.0.0.1:{v4}/", proc) == b"via pasta\n"
+        assert _wait_http(f"http://[::1]:{v6}/", proc) == b"via pasta\n"
+        assert len(pastas() - before) == 1
+    finally:
+        proc.terminate()  # httpd as PID 1 ignores SIGTERM: prun kills it after the grace time
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    # killed or not, the next prun run stops what is left
+    assert prun("run", "--rm", "--network", "none", "--rootfs", bb, "true").returncode == 0
+    assert pastas() == before
