@@ -146,6 +146,12 @@ def container_to_host(ctx: Context) -> dict[str, float]:
 def published_port(ctx: Context) -> dict[str, float]:
     """iperf3 host client -> -p 127.0.0.1:P:5201 -> iperf3 server in the container"""
     result = {"prun": _published(ctx, lambda p: _prun(ctx, "-p", f"127.0.0.1:{p}:5201"))}
+    if ctx.have("pasta"):
+        _peer(ctx, result, "prun-pasta", lambda: _published(ctx, lambda p: _prun(
+            ctx, "--network", "pasta", "-p", f"127.0.0.1:{p}:5201")))
+    if ctx.have("podman") and ctx.have("pasta"):
+        _peer(ctx, result, "podman-pasta", lambda: _published(ctx, lambda p: _podman(
+            ctx, "--network", "pasta", "-p", f"127.0.0.1:{p}:5201")))
     if ctx.have("podman"):
         _peer(ctx, result, "podman-slirp4netns-ports", lambda: _published(ctx, lambda p: _podman(
             ctx, "--network", "slirp4netns:port_handler=slirp4netns", "-p",
