@@ -18,6 +18,7 @@ Rules:
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,6 +215,12 @@ def hook(req, cid: str, config: dict) -> NetworkHook:
         expose=list((config or {}).get("ExposedPorts") or {}), dns=req.dns,
         dns_search=req.dns_search, dns_option=req.dns_option, add_host=req.add_host,
         no_hosts=req.no_hosts, hostname=req.hostname or cid[:12], name=req.name or ""))
+    if (p.mode == "slirp4netns" and not p.slirp.allow_host_loopback
+            and any(m.proto == "udp" for m in p.ports)):
+        logging.getLogger("prun").warning(
+            "published UDP ports: slirp4netns drops replies to clients on this host's "
+            "loopback while host loopback is disabled (remote clients are fine); use "
+            "--network slirp4netns:allow_host_loopback=true or --network pasta for local ones")
     return NetworkHook(p, runtime / "c" / cid[:12] / "net", cache_dir=runtime)
 
 

@@ -29,6 +29,7 @@ import subprocess
 from pathlib import Path
 
 from netstack.ports import PortMapping
+from netstack.procs import is_live
 from rootless.errors import ContainerError, HostSetupError
 
 PID_NAME = "pasta.pid"
@@ -92,18 +93,8 @@ def start(mappings: list[PortMapping], target_pid: int, state_dir: Path,
     return Pasta(int(pid_file.read_text()), state_dir)
 
 
-def _is_pasta(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    comm, _, rest = stat.partition(" (")[2].rpartition(") ")
-    # Debian's pasta re-executes itself as passt.avx2 where the CPU has AVX2
-    return comm.split(".")[0] in ("pasta", "passt") and rest[:1] != "Z"
-
-
 def _terminate(pid: int) -> None:
-    if not _is_pasta(pid):
+    if not is_live(pid, "pasta", "passt"):
         return
     pidfd = os.pidfd_open(pid)
     try:

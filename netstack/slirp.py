@@ -30,6 +30,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from netstack.procs import is_live
 from rootless.errors import ContainerError, HostSetupError, UsageError
 
 DEFAULT_MTU = 65520
@@ -308,18 +309,8 @@ def cleanup(state_dir: Path) -> bool:
         pid = int((state_dir / PID_NAME).read_text())
     except (OSError, ValueError):
         pid = 0
-    if pid and _is_slirp(pid):
+    if pid and is_live(pid, "slirp4netns"):
         return False
     found = any((state_dir / n).exists() for n in (PID_NAME, SOCKET_NAME))
     _remove_state(state_dir)
     return found
-
-
-def _is_slirp(pid: int) -> bool:
-    """A live (not zombie) slirp4netns has ``pid``."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    comm, _, rest = stat.partition(" (")[2].rpartition(") ")
-    return comm == "slirp4netns" and rest[:1] != "Z"

@@ -166,12 +166,12 @@ def published_port(ctx: Context) -> dict[str, float]:
 
 @benchmark("net.start-overhead", unit="ms", higher_is_better=False, repeat=5, setup=setup)
 def start_overhead(ctx: Context) -> dict[str, float]:
-    """`run --rm true`: --network slirp4netns minus --network none (best of 5 each)"""
+    """`run --rm true`: --network slirp4netns minus --network none (best of 8 each)"""
     def cost(make) -> float:
         # best of 5, alternating: on a shared machine the minimum is the
         # stable estimate of each mode's own cost
         slirp, none = [], []
-        for _ in range(5):
+        for _ in range(8):
             slirp.append(ctx.time(make("slirp4netns")))
             none.append(ctx.time(make("none")))
         return (min(slirp) - min(none)) * 1000
@@ -180,3 +180,35 @@ def start_overhead(ctx: Context) -> dict[str, float]:
         _peer(ctx, result, "podman", lambda: cost(
             lambda mode: _podman(ctx, "--network", mode) + ["true"]))
     return result
+
+
+HOOK_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+from netstack import network
+from tests.support.netns import Namespace
+best = {}
+with Namespace() as ns:
+    for i in range(5):
+        hook = network.NetworkHook(network.plan(network.NetworkRequest(
+            publish=["127.0.0.1::80"], hostname="h")), Path(sys.argv[1]) / str(i),
+            cache_dir=Path(sys.argv[1]))
+        t0 = time.perf_counter()
+        hook.namespaces_ready(ns.pid)
+        t1 = time.perf_counter()
+        hook.close()
+        t2 = time.perf_counter()
+        for k, v in (("setup", t1 - t0), ("teardown", t2 - t1)):
+            best[k] = min(best.get(k, 1e9), v * 1000)
+print(json.dumps(best))
+"""
+
+
+@benchmark("net.hook", unit="ms", higher_is_better=False, repeat=3)
+def hook_cost(ctx: Context) -> dict[str, float]:
+    """prun's network hook alone: slirp4netns to ready + 1 port + tap0 check (best of 5)"""
+    python = str(ctx.venv / "bin/python") if ctx.venv else sys.executable
+    out = ctx.run(ctx.as_user([python, "-c", HOOK_SCRIPT, str(ctx.tmp)],
+                              env={"PYTHONPATH": str(ctx.src)}), text=True, cwd=ctx.src).stdout
+    best = json.loads(out)
+    return {"prun": best["setup"], "prun-teardown": best["teardown"]}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from netstack.procs import is_live
 from tests.integration.run_support import prun, require_run_host
 from tests.support.caps import require_device, require_tool
 from tests.support.netns import HostHTTP, free_port, wait_port
@@ -29,19 +30,15 @@ def bb(tmp_path_factory):
 
 
 def live_procs(*names: str) -> set[int]:
-    """Our processes (not zombies) whose comm, up to its first dot, is in ``names``."""
+    """Our live processes running one of ``names``."""
     uid = os.getuid()
     out = set()
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                stat = open(f"/proc/{d}/stat").read()
-                owner = os.stat(f"/proc/{d}").st_uid
-            except OSError:
-                continue
-            comm, _, rest = stat.partition(" (")[2].rpartition(") ")
-            if comm.split(".")[0] in names and rest[:1] != "Z" and owner == uid:
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if is_live(int(d), *names) and os.stat(f"/proc/{d}").st_uid == uid:
                 out.add(int(d))
+        except OSError:
+            continue
     return out
 
 
@@ -129,6 +126,8 @@ def test_names_and_dns_flags(bb):
     assert "10.0.2.50" in out.stdout
     out = prun("run", "--rm", "-p", "80:80", "--rootfs", bb, "true")
     assert out.returncode == 125 and "below net.ipv4.ip_unprivileged_port_start" in out.stderr
+    out = prun("run", "--rm", "-p", "127.0.0.1::53/udp", "--rootfs", bb, "true")
+    assert out.returncode == 0 and "slirp4netns drops replies" in out.stderr
 
 
 def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 15) -> bytes:
