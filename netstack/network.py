@@ -9,10 +9,12 @@ Rules:
   ``none`` (lo only), ``host`` (no network namespace; -p is refused, as
   docker does).
 - ``NetworkHook`` plugs into the supervisor's run hooks: ``etc_files``
-  writes resolv.conf/hosts/hostname text, ``namespaces_ready`` starts
-  slirp4netns for the helper's namespaces, publishes the ports through its
-  API socket, checks tap0 and writes ``ports.json`` (``prun port`` reads it);
-  ``close`` stops slirp4netns and removes that state on every exit path.
+  writes resolv.conf/hosts/hostname text; ``namespaces_ready`` spawns
+  slirp4netns for the helper's namespaces (or runs pasta);
+  ``container_created`` (the container waits to exec) waits for slirp4netns's
+  ready fd, publishes the ports through its API socket, checks tap0 and
+  writes ``ports.json`` (``prun port`` reads it); ``close`` stops the helper
+  process and removes that state on every exit path.
 """
 
 from __future__ import annotations
@@ -165,6 +167,7 @@ class NetworkHook:
         self.cache_dir = cache_dir
         self.slirp = None
         self.pasta = None
+        self.helper_pid = 0
 
     def etc_files(self, files: dict[str, str]) -> None:
         new = etc_files(self.plan)
@@ -178,20 +181,26 @@ class NetworkHook:
 
             self.pasta = pasta.start(list(self.plan.ports), helper_pid, self.state_dir)
             write_ports(self.state_dir, list(self.plan.ports))
+        elif self.plan.mode == "slirp4netns":
+            from netstack import slirp
+
+            # Not waited for here: slirp4netns starts while the helper mounts
+            # the rootfs; container_created waits before the container execs.
+            self.helper_pid = helper_pid
+            self.slirp = slirp.spawn(self.plan.slirp, helper_pid, self.state_dir,
+                                     cache_dir=self.cache_dir)
+
+    def container_created(self, pid: int) -> None:
+        if self.slirp is None:
             return
-        if self.plan.mode != "slirp4netns":
-            return
-        from netstack import netlink, slirp
+        from netstack import netlink
         from netstack.slirp_api import SlirpPorts
 
         opts = self.plan.slirp
-        self.slirp = slirp.start(opts, helper_pid, self.state_dir, cache_dir=self.cache_dir)
+        self.slirp.wait_ready()
         SlirpPorts(self.slirp.api_socket, opts.guest_ip).publish(list(self.plan.ports))
-        netlink.verify_tap(helper_pid, opts.guest_ip, opts.gateway, opts.mtu)
+        netlink.verify_tap(self.helper_pid, opts.guest_ip, opts.gateway, opts.mtu)
         write_ports(self.state_dir, list(self.plan.ports))
-
-    def container_created(self, pid: int) -> None:
-        return
 
     def close(self) -> None:
         for helper in (self.slirp, self.pasta):

@@ -195,6 +195,7 @@ with Namespace() as ns:
             cache_dir=Path(sys.argv[1]))
         t0 = time.perf_counter()
         hook.namespaces_ready(ns.pid)
+        hook.container_created(ns.pid)
         t1 = time.perf_counter()
         hook.close()
         t2 = time.perf_counter()
