@@ -202,6 +202,9 @@ class NetworkHook:
         netlink.verify_tap(self.helper_pid, opts.guest_ip, opts.gateway, opts.mtu)
         write_ports(self.state_dir, list(self.plan.ports))
 
+    def keeper_fds(self) -> list[int]:
+        return [self.slirp.exit_fd] if self.slirp is not None else []
+
     def close(self) -> None:
         for helper in (self.slirp, self.pasta):
             if helper is not None:

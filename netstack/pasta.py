@@ -13,7 +13,8 @@ Rules:
 - Lifetime: the daemon is not our child. ``Pasta.stop`` sends SIGTERM and
   waits on a pidfd. pasta keeps the namespace alive itself, so after a
   SIGKILLed supervisor it would linger: ``cleanup`` (run by the next
-  ``prun run``) stops a pasta whose supervisor (``pasta.owner``) is gone.
+  ``prun run``) stops a pasta whose supervisor (``pasta.owner``) and helper
+  (``pasta.target``, which outlives the supervisor with ``run -d``) are gone.
 - Sources: pasta shows loopback clients as 127.0.0.1 inside (it splices the
   connection to the container's loopback) and remote clients with their own
   address.
@@ -34,6 +35,7 @@ from rootless.errors import ContainerError, HostSetupError
 
 PID_NAME = "pasta.pid"
 OWNER_NAME = "pasta.owner"   # the supervisor's pid
+TARGET_NAME = "pasta.target"  # the helper's pid (lives on with run -d)
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 2.0
 INSTALL_HINT = "install passt (Debian/Ubuntu: sudo apt-get install passt), or use " \
@@ -76,6 +78,7 @@ def start(mappings: list[PortMapping], target_pid: int, state_dir: Path,
     state_dir.mkdir(parents=True, exist_ok=True)
     pid_file = state_dir / PID_NAME
     (state_dir / OWNER_NAME).write_text(f"{os.getpid()}\n")
+    (state_dir / TARGET_NAME).write_text(f"{target_pid}\n")
     try:
         out = subprocess.run(argv(path, mappings, target_pid, pid_file), capture_output=True,
                              text=True, timeout=START_TIMEOUT, stdin=subprocess.DEVNULL)
@@ -106,7 +109,7 @@ def _terminate(pid: int) -> None:
 
 
 def _remove_state(state_dir: Path) -> None:
-    for name in (PID_NAME, OWNER_NAME):
+    for name in (PID_NAME, OWNER_NAME, TARGET_NAME):
         (state_dir / name).unlink(missing_ok=True)
 
 
@@ -118,13 +121,13 @@ def _read_pid(path: Path) -> int:
 
 
 def cleanup(state_dir: Path, force: bool = False) -> bool:
-    """Stop a pasta whose supervisor is gone (or any, with ``force``) and
+    """Stop a pasta whose supervisor and helper are gone (or any, with ``force``) and
     remove its files; a pasta serving a live container is left alone.
     Returns whether anything was removed."""
     if not (state_dir / PID_NAME).exists() and not (state_dir / OWNER_NAME).exists():
         return False
-    owner = _read_pid(state_dir / OWNER_NAME)
-    if not force and owner and os.path.exists(f"/proc/{owner}"):
+    if not force and any(os.path.exists(f"/proc/{pid}") for pid in (
+            _read_pid(state_dir / OWNER_NAME), _read_pid(state_dir / TARGET_NAME)) if pid):
         return False
     pid = _read_pid(state_dir / PID_NAME)
     if pid:

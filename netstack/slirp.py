@@ -29,6 +29,7 @@ import os
 import select
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,6 +232,11 @@ class Slirp:
         self._ready_r = -1
         return self
 
+    @property
+    def exit_fd(self) -> int:
+        """The write end of the exit pipe: slirp4netns lives while it is open."""
+        return self._exit_w
+
     def stop(self) -> None:
         if self._ready_r >= 0:
             os.close(self._ready_r)
@@ -335,6 +341,17 @@ def cleanup(state_dir: Path) -> bool:
         pid = 0
     if pid and is_live(pid, "slirp4netns"):
         return False
+    # No pid file yet in a fresh dir: a container starting right now (its
+    # slirp4netns may have made the socket before the pid file is written).
+    if not pid and time.time() - _mtime(state_dir) < READY_TIMEOUT:
+        return False
     found = any((state_dir / n).exists() for n in (PID_NAME, SOCKET_NAME))
     _remove_state(state_dir)
     return found
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0

@@ -16,6 +16,8 @@ Rules:
     C→S Created         container pid (host view), stopped before exec
     S→H Go              hooks are done (cgroup, network): exec now
     H→S Exited          the container's exit code (128+N for signal N)
+    H→S Detached        (with -d, instead of Exited) the helper keeps the
+                        container (rootless.containers.helperkeeper)
   Any side may instead send Failed(message, hint, exit_code) and stop.
 """
 
@@ -78,12 +80,17 @@ class Exited(Message):
     __slots__ = ("code",)
 
 
+class Detached(Message):
+    """H→S with -d, instead of Exited: the helper now keeps the container."""
+    __slots__ = ("pid",)
+
+
 class Failed(Message):
     __slots__ = ("message", "hint", "exit_code")
 
 
 TYPES = {cls.__name__: cls for cls in (Spec, UsernsReady, MapsDone, NamespacesReady, Pty,
-                                       Created, Go, Exited, Failed)}
+                                       Created, Go, Exited, Detached, Failed)}
 
 
 class ProtocolError(Exception):

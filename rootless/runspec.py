@@ -70,6 +70,11 @@ class RunRequest:
     gidmap: list[str] = field(default_factory=list)
     pull: str = "missing"                # never | missing | always (podman's --pull)
     quiet: bool = False
+    detach: bool = False                 # -d: rootless.containers.detach
+    restart: str = "no"
+    log_opt: list[str] = field(default_factory=list)
+    stop_timeout: float = 10.0
+    cgroup: object = None                # rootless.cgroups.manager.CgroupRequest (None: defaults)
 
 
 @dataclass

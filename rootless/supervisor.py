@@ -15,6 +15,9 @@ Rules:
   started: slirp4netns goes here), ``container_created`` (the container's
   host pid, stopped before exec: cgroup placement goes here), ``close``
   (always, after exit). Modules register factories in ``HOOKS``.
+- ``run -d``: the hooks' ``keeper_fds`` travel with Go to the keeper, which
+  holds them while it lives; ``close`` is not called (the keeper owns the
+  container now).
 - Every exit path kills the helper (it takes its children along through
   PR_SET_PDEATHSIG) and removes what ``--rm`` asked to remove.
 """
@@ -23,14 +26,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
-from rootless import idmap
+from rootless import idmap, timing
 from rootless import protocol as P
 from rootless.errors import (CommandCannotRun, CommandNotFound, ConflictError, ContainerError,
                              PrunError)
+from rootless.helper_client import Helper, HelperDied, take
 from rootless.paths import Paths, ensure_private_dir
 from rootless.runspec import BuildContext, RunRequest, build
 
@@ -41,14 +44,16 @@ NETWORKS: dict[str, str | None] = {"slirp4netns": "netstack.network:hook",
                                    "none": "netstack.network:hook",
                                    "host": "netstack.network:hook"}
 DEFAULT_NETWORK = "slirp4netns"
-# "module:factory" called with the RunRequest; returns a RunHooks or None
-HOOKS: list[str] = []
+# "module:factory" called like a network's; returns a RunHooks or None
+HOOKS: list[str] = ["rootless.cgroups.hook:factory"]
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2)
 
 
 class RunHooks:
     """Extension points of a run (see the module rules); the defaults do nothing."""
+
+    cid = ""   # the container's id, set before the first call
 
     def etc_files(self, files: dict[str, str]) -> None:
         """Edit the generated /etc files' contents (key: container path)."""
@@ -58,6 +63,11 @@ class RunHooks:
 
     def container_created(self, pid: int) -> None:
         """The container's init (host pid) is set up and waits to exec."""
+
+    def keeper_fds(self) -> list[int]:
+        """Fds the keeper of a detached container holds until it exits
+        (slirp4netns's exit pipe: the network lives as long as the keeper)."""
+        return []
 
     def close(self) -> None:
         """The container is gone (or never started): release resources."""
@@ -76,40 +86,27 @@ def load_hooks(req: RunRequest, cid: str, config: dict) -> list[RunHooks]:
     if net:
         hooks.append(_factory(net)(req, cid, config))
     for target in HOOKS:
-        hook = _factory(target)(req)
+        hook = _factory(target)(req, cid, config)
         if hook is not None:
             hooks.append(hook)
     return hooks
 
 
-class Helper:
-    """The helper process and our end of its socket."""
+class Conversation:
+    """The supervisor's side of the protocol over a helper's socket."""
 
-    def __init__(self) -> None:
-        import subprocess
+    def __init__(self, helper: Helper) -> None:
+        self.helper = helper
+        self.sock = helper.sock
 
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pkg = str(Path(__file__).resolve().parent.parent)
-        site = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
-        env = {k: v for k, v in os.environ.items() if k.startswith(("PRUN_", "LANG", "LC_"))}
-        env["PYTHONPATH"] = os.pathsep.join([pkg, *site])
-        env["FUSE_LIBRARY_PATH"] = "libfuse.so.2"   # fusepy: skip find_library's ldconfig run
-        self.proc = subprocess.Popen(
-            [sys.executable, "-S", "-P", "-m", "rootless._helper", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),), env=env)
-        theirs.close()
-        self.sock = ours
-
-    def send(self, msg: P.Message) -> None:
-        P.send(self.sock, msg)
+    def send(self, msg: P.Message, fds: list[int] | None = None) -> None:
+        self.helper.send(msg, fds)
 
     def recv(self) -> tuple[P.Message, list[int]]:
         try:
-            return P.recv(self.sock)
-        except P.ProtocolError:
-            code = self.proc.wait()
-            raise ContainerError(f"run the container: the namespace helper exited "
-                                 f"(status {code}) before reporting",
+            return self.helper.recv()
+        except HelperDied as exc:
+            raise ContainerError(f"run the container: {exc}",
                                  hint="rerun with --log-level debug") from None
 
     def expect(self, kind: type[P.Message]) -> P.Message:
@@ -120,12 +117,6 @@ class Helper:
             raise ContainerError(f"run the container: the helper sent {type(msg).__name__}, "
                                  f"expected {kind.__name__}")
         return msg
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.sock.close()
 
 
 def failure(msg: P.Failed) -> PrunError:
@@ -211,20 +202,24 @@ def _claim_name(paths: Paths, name: str, cid: str) -> Path:
 
 def run(req: RunRequest) -> int:
     """Run ``req`` in the foreground; return the container's exit code."""
-    import secrets
     import shutil
 
     if req.network.partition(":")[0] not in NETWORKS:
         from rootless.errors import UsageError
         raise UsageError(f"use --network {req.network}: unknown network mode",
                          hint=f"modes: {', '.join(NETWORKS)}")
+    timing.mark("cli")
+    if req.detach:
+        from rootless.containers.detach import check_request
+        check_request(req)
     paths = Paths.from_env()
-    helper = Helper()
-    cid = secrets.token_hex(32)
+    helper = take(detach=req.detach)
+    cid = os.urandom(32).hex()
     cdir = paths.data / "containers" / cid
     rdir = ensure_private_dir(paths.runtime) / "containers" / cid
     hooks: list[RunHooks] = []
     name_link = None
+    detached = False
     try:
         if req.name:
             name_link = _claim_name(paths, req.name, cid)
@@ -249,22 +244,35 @@ def run(req: RunRequest) -> int:
             import json
             (cdir / "config.json").write_text(json.dumps(
                 {"id": cid, "name": req.name, "image": req.image, "spec": spec}))
-        return _drive(helper, spec, maps, req, hooks)
+        if req.detach:
+            from rootless.containers import detach
+            store, record = detach.register_spec(paths, cid, req, spec)
+            _drive(Conversation(helper), spec, maps, req, hooks)
+            detach.handed_over(store, record, helper.pid)
+            detached = True
+            print(cid, flush=True)
+            return 0
+        return _drive(Conversation(helper), spec, maps, req, hooks)
     finally:
-        helper.close()
-        for hook in hooks:
-            hook.close()
-        shutil.rmtree(rdir, ignore_errors=True)
-        if req.rm:
-            shutil.rmtree(cdir, ignore_errors=True)
-            if name_link is not None:
-                name_link.unlink(missing_ok=True)
+        # -d: the keeper (the helper) now owns the helper, rdir and the hooks.
+        if not detached:
+            helper.close()
+            timing.mark("helper-exited")
+            for hook in hooks:
+                hook.close()
+            shutil.rmtree(rdir, ignore_errors=True)
+            if req.rm:
+                shutil.rmtree(cdir, ignore_errors=True)
+                if name_link is not None:
+                    name_link.unlink(missing_ok=True)
+        timing.mark("cleanup")
 
 
-def _drive(helper: Helper, spec: dict, maps: idmap.IdMaps, req: RunRequest,
+def _drive(helper: Conversation, spec: dict, maps: idmap.IdMaps, req: RunRequest,
            hooks: list[RunHooks]) -> int:
     helper.send(P.Spec(spec))
     ready = helper.expect(P.UsernsReady)
+    timing.mark("helper-userns")
     idmap.apply(ready.pid, maps)
     helper.send(P.MapsDone())
     ns = helper.expect(P.NamespacesReady)
@@ -284,7 +292,9 @@ def _drive(helper: Helper, spec: dict, maps: idmap.IdMaps, req: RunRequest,
         hook.container_created(pid)
     previous = {sig: signal.signal(sig, lambda s, _f: _forward(pid, s)) for sig in FORWARDED}
     try:
-        helper.send(P.Go())
+        # -d: the keeper takes over what would die with this process.
+        held = [fd for hook in hooks for fd in hook.keeper_fds()] if req.detach else []
+        helper.send(P.Go(), held)
         failed = None
         if master is not None:
             from rootless.ptyrelay import relay
@@ -293,14 +303,14 @@ def _drive(helper: Helper, spec: dict, maps: idmap.IdMaps, req: RunRequest,
             msg, _ = helper.recv()
             if isinstance(msg, P.Failed):
                 failed = msg
-            elif isinstance(msg, P.Exited):
+            elif isinstance(msg, (P.Exited, P.Detached)):
                 break
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if failed is not None:
         raise failure(failed)
-    return msg.code
+    return 0 if isinstance(msg, P.Detached) else msg.code
 
 
 def _forward(pid: int, sig: int) -> None:

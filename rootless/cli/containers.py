@@ -264,7 +264,12 @@ def render_template(fmt: str, doc: dict) -> str:
 @click.argument("container")
 @click.argument("new_name")
 def rename(container: str, new_name: str) -> int:
-    """Give CONTAINER the name NEW_NAME."""
+    """Give CONTAINER the name NEW_NAME.
+
+    \b
+    Example:
+      prun rename eager_lynx web
+    """
     store = _store()
     store.rename(store.resolve(container), new_name)
     return 0
@@ -272,13 +277,23 @@ def rename(container: str, new_name: str) -> int:
 
 @click.group(short_help="Manage containers (prune).")
 def container() -> None:
-    """Commands on containers as a group."""
+    """Commands on containers as a group.
+
+    \b
+    Example:
+      prun container prune
+    """
 
 
 @container.command(short_help="Remove all stopped containers.")
 @click.option("-f", "--force", is_flag=True, help="Do not ask (prun never asks; accepted for docker).")
 def prune(force: bool) -> int:
-    """Remove every container that is not running."""
+    """Remove every container that is not running.
+
+    \b
+    Example:
+      prun container prune -f
+    """
     from rootless.containers import lifecycle
     store = _store()
     for c in store.list():
@@ -286,3 +301,33 @@ def prune(force: bool) -> int:
             lifecycle.remove(store, c)
             click.echo(c.id)
     return 0
+
+
+@click.command(short_help="Run a command in a running container.",
+               context_settings={"allow_interspersed_args": False})
+@click.option("-i", "--interactive", is_flag=True, help="Pass stdin to the command.")
+@click.option("-t", "--tty", is_flag=True,
+              help="The command uses your terminal (prun passes it through).")
+@click.option("-e", "--env", multiple=True, metavar="KEY=VALUE", help="Set an environment variable.")
+@click.option("-u", "--user", default=None, help="User[:group] (name or id) to run as.")
+@click.option("-w", "--workdir", default=None, help="Working directory inside the container.")
+@click.argument("container_name", metavar="CONTAINER")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(interactive: bool, tty: bool, env: tuple[str, ...], user: str | None,
+          workdir: str | None, container_name: str, command: tuple[str, ...]) -> int:
+    """Run COMMAND inside CONTAINER's namespaces, with its capabilities and seccomp filter.
+
+    \b
+    Example:
+      prun exec -it web sh
+    """
+    import os
+
+    from rootless.containers import lifecycle
+    envs = []
+    for e in env:
+        key, sep, _ = e.partition("=")
+        envs.append(e if sep else f"{key}={os.environ.get(key, '')}")
+    store = _store()
+    return lifecycle.exec_in(store, store.resolve(container_name), list(command), envs, user,
+                             workdir, interactive or tty)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import click
 
+from rootless.cli.cgroup_flags import cgroup_options, cgroup_request
+
 MULTI = {"multiple": True, "metavar": "VALUE"}
 
 
@@ -61,6 +63,14 @@ MULTI = {"multiple": True, "metavar": "VALUE"}
 @click.option("--pull", type=click.Choice(["missing", "always", "never"]), default="missing",
               show_default=True, help="Pull the image: when missing, always, or never.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not show pull progress.")
+@click.option("-d", "--detach", is_flag=True,
+              help="Run in the background; print the container id (see prun ps, logs, stop).")
+@click.option("--restart", default="no", show_default=True,
+              help="With -d: no, on-failure[:N], always or unless-stopped.")
+@click.option("--log-opt", **MULTI, help="With -d: max-size=SIZE, max-file=N (log rotation).")
+@click.option("--stop-timeout", type=float, default=10.0, show_default=True,
+              help="Seconds `prun stop` waits before SIGKILL.")
+@cgroup_options
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(image: str, command: tuple[str, ...], **opts) -> int:
@@ -75,6 +85,7 @@ def run(image: str, command: tuple[str, ...], **opts) -> int:
     from rootless.runspec import RunRequest
 
     net = opts.pop("network") or supervisor.DEFAULT_NETWORK
-    req = RunRequest(image=image, command=list(command), network=net,
+    cgroup = cgroup_request(opts)
+    req = RunRequest(image=image, command=list(command), network=net, cgroup=cgroup,
                      **{k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()})
     return supervisor.run(req)

@@ -54,7 +54,8 @@ def refresh(store: Store, c: Container) -> Container:
                      error=f"the keeper process (pid {c.keeper_pid}) died; "
                            f"the container's processes died with it")
     store.update(c, keeper_pid=0, keeper_start=0)
-    remove_tree(rundir)
+    for d in store.runtime_dirs(c.id):
+        remove_tree(d)
     return c
 
 
@@ -178,8 +179,12 @@ def remove(store: Store, c: Container, force: bool = False,
         with contextlib.suppress(control.KeeperGone):
             control.request(_sock(store, c), {"op": "kill", "signal": int(signal.SIGKILL)})
         _await_keeper(store, c)
-    remove_tree(store.run_dir(c.id))
+    for d in store.runtime_dirs(c.id):
+        remove_tree(d)
     remove_tree(store.data_dir(c.id))
+    link = store.name_link(c.name)
+    if link.is_symlink() and os.readlink(link) == c.id:
+        link.unlink()
     if volumes:
         for name in c.config.get("anonymous_volumes", []):
             remove_tree(store.volume_dir(name))
@@ -196,3 +201,42 @@ def keeper_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = str(Path(rootless.__file__).resolve().parent.parent)
     env.update(extra or {})
     return env
+
+
+def exec_in(store: Store, c: Container, args: list[str], env: list[str], user: str | None,
+            workdir: str | None, stdin: bool) -> int:
+    """Run ``args`` in the running container ``c`` (rootless.containers.nsexec); its exit code."""
+    import json
+    import marshal
+    import sys
+
+    refresh(store, c)
+    if c.status != policy.RUNNING or not c.pid:
+        raise ConflictError(f"exec in container {c.name}: it is not running",
+                            hint=f"start it first (prun start {c.name})")
+    try:
+        spec = json.loads((store.data_dir(c.id) / "config.json").read_text())["spec"]
+    except FileNotFoundError as exc:
+        raise ContainerError(f"exec in container {c.name}: its configuration is missing") from exc
+    proc = spec["process"]
+    req = {"pid": c.pid, "process": proc, "args": args, "env": env,
+           "user": user if user is not None else proc["user"], "user_given": user is not None,
+           "cwd": workdir or proc["cwd"], "single_map": spec["single_map"]}
+    r, w = os.pipe()
+    env_vars = keeper_env({"FUSE_LIBRARY_PATH": "libfuse.so.2"})
+    site = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    env_vars["PYTHONPATH"] = os.pathsep.join([env_vars["PYTHONPATH"], *site])
+    with open(os.devnull, "rb") as null:
+        proc_ = subprocess.Popen([sys.executable, "-S", "-P", "-m", "rootless.containers.nsexec",
+                                  str(r)], pass_fds=(r,), env=env_vars,
+                                 stdin=None if stdin else null)
+    os.close(r)
+    os.write(w, marshal.dumps(req))
+    os.close(w)
+    previous = {s: signal.signal(s, lambda sig, _f: proc_.send_signal(sig))
+                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return proc_.wait()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -13,7 +13,7 @@ import marshal
 import os
 import sys
 
-from rootless.containers.keeper import Keeper
+from rootless.containers.keeper import Keeper, fd_ready
 
 
 class HostWorkload:
@@ -57,7 +57,7 @@ def main() -> int:
     with open(os.path.join(sys.argv[1], "keeper.spec"), "rb") as f:
         cfg = marshal.load(f)
     keeper = Keeper(cfg["spec"], HostWorkload(cfg["argv"]))
-    return keeper.serve(int(os.environ["PRUN_READY_FD"]))
+    return keeper.serve(fd_ready(int(os.environ["PRUN_READY_FD"])))
 
 
 if __name__ == "__main__":
