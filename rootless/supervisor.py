@@ -40,6 +40,7 @@ from rootless.runspec import BuildContext, RunRequest, build
 # network mode -> "module:factory" of its hook (None: built in)
 # (called with the request, the container id and the image config)
 NETWORKS: dict[str, str | None] = {"slirp4netns": "netstack.network:hook",
+                                   "pasta": "netstack.network:hook",
                                    "none": "netstack.network:hook",
                                    "host": "netstack.network:hook"}
 DEFAULT_NETWORK = "slirp4netns"
@@ -137,7 +138,8 @@ def _rootfs(req: RunRequest, paths: Paths, cdir: Path, mountpoint: Path) -> tupl
         image = resolve_for_run(req.image, pull=req.pull, quiet=req.quiet)
         layers = image.layer_dirs
         config = {"Entrypoint": image.entrypoint, "Cmd": image.cmd, "Env": image.env,
-                  "WorkingDir": image.workdir, "User": image.user}
+                  "WorkingDir": image.workdir, "User": image.user,
+                  "ExposedPorts": {p: {} for p in image.exposed_ports}}
     (cdir / "upper").mkdir()
     (cdir / "work").mkdir()
     return config, {"kind": "fuse", "lowerdirs": [str(p) for p in reversed(layers)],
