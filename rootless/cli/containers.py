@@ -115,16 +115,14 @@ def logs(follow: bool, tail: str, since: str | None, until: str | None, timestam
         stream = err if e.stream == "stderr" else out
         stream.write(((e.time + " ") if timestamps else "").encode() + e.text.encode())
         stream.flush()
-    entries = logfile.read(path, tail=n, since=since_ts, until=until_ts)
+    entries, end = logfile.read_to(path, tail=n, since=since_ts, until=until_ts)
     for e in entries:
         show(e)
     if follow and not until_ts:
         def done() -> bool:
             return not lifecycle.is_live(lifecycle.refresh(store, c))
-        after = entries[-1].time if entries else since_ts
-        for e in logfile.follow(path, done, since=after):
-            if not (entries and e.time == after and e == entries[-1]):
-                show(e)
+        for e in logfile.follow(path, done, since=since_ts, start=end):
+            show(e)
     return 0
 
 
