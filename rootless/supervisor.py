@@ -148,8 +148,8 @@ def _rootfs(req: RunRequest, paths: Paths, cdir: Path, mountpoint: Path) -> tupl
         layers = image.layer_dirs
         config = {"Entrypoint": image.entrypoint, "Cmd": image.cmd, "Env": image.env,
                   "WorkingDir": image.workdir, "User": image.user}
-    (cdir / "upper").mkdir()
-    (cdir / "work").mkdir()
+    (cdir / "upper").mkdir(exist_ok=True)
+    (cdir / "work").mkdir(exist_ok=True)
     return config, {"kind": "fuse", "lowerdirs": [str(p) for p in reversed(layers)],
                     "upperdir": str(cdir / "upper"), "workdir": str(cdir / "work"),
                     "mountpoint": str(mountpoint)}
@@ -206,8 +206,13 @@ def _claim_name(paths: Paths, name: str, cid: str) -> Path:
     return link
 
 
-def run(req: RunRequest) -> int:
-    """Run ``req`` in the foreground; return the container's exit code."""
+def run(req: RunRequest, existing: str | None = None) -> int:
+    """Run ``req`` in the foreground; return the container's exit code.
+
+    ``existing``: the id of a created or exited detached container to start
+    again (``prun start``): its dir and upper layer are reused, its name is
+    already its own.
+    """
     import secrets
     import shutil
 
@@ -220,17 +225,17 @@ def run(req: RunRequest) -> int:
         check_request(req)
     paths = Paths.from_env()
     helper = Helper(req.detach)
-    cid = secrets.token_hex(32)
+    cid = existing or secrets.token_hex(32)
     cdir = paths.data / "containers" / cid
     rdir = ensure_private_dir(paths.runtime) / "containers" / cid
     hooks: list[RunHooks] = []
     name_link = None
     detached = False
     try:
-        if req.name:
+        if req.name and not existing:
             name_link = _claim_name(paths, req.name, cid)
-        cdir.mkdir(parents=True)
-        rdir.mkdir(parents=True)
+        cdir.mkdir(parents=True, exist_ok=bool(existing))
+        rdir.mkdir(parents=True, exist_ok=bool(existing))
         mountpoint = rdir / "rootfs"
         mountpoint.mkdir()
         config, rootfs = _rootfs(req, paths, cdir, mountpoint)
@@ -256,7 +261,8 @@ def run(req: RunRequest) -> int:
             _drive(helper, spec, maps, req, hooks)
             detach.handed_over(store, record, helper.proc.pid)
             detached = True
-            print(cid, flush=True)
+            if not existing:
+                print(cid, flush=True)
             return 0
         return _drive(helper, spec, maps, req, hooks)
     finally:

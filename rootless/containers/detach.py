@@ -10,6 +10,9 @@ Rules:
 - ``handed_over`` records the keeper (the helper's pid and /proc start
   time) once the helper sent Detached; from then on the keeper's state.json
   is the truth and lifecycle.refresh reads it.
+- ``create`` records a container with its RunRequest and working dir;
+  ``start`` runs that request again through the supervisor with the same
+  id (same upper layer, name and log), for created and exited containers.
 - Named volumes used with -v NAME:/path are registered in the store, so
   ``prun volume ls`` shows them and ``volume rm`` knows who uses them.
 """
@@ -19,9 +22,9 @@ from __future__ import annotations
 import signal
 import time
 
-from rootless.containers import keeper, logs, policy
-from rootless.containers.store import Container, Store, proc_starttime
-from rootless.errors import UsageError
+from rootless.containers import keeper, lifecycle, logs, policy
+from rootless.containers.store import Container, Store, new_id, proc_starttime, remove_tree
+from rootless.errors import NotFoundError, UsageError
 
 
 def parse_log_opts(opts: list[str]) -> tuple[int, int]:
@@ -63,11 +66,44 @@ def check_request(req) -> None:
 
 
 def register_spec(paths, cid: str, req, spec: dict) -> tuple[Store, Container]:
-    """Record the container and put the keeper's part into the wire ``spec``."""
+    """Record the container (or find the one being started again) and put
+    the keeper's part into the wire ``spec``."""
     store = Store(paths)
-    record = register(store, cid, req, spec["process"]["args"])
+    try:
+        record = store.resolve(cid)
+        store.update(record, command=list(spec["process"]["args"]))
+    except NotFoundError:
+        record = register(store, cid, req, spec["process"]["args"])
     spec["detach"] = keeper_spec(store, record)
     return store, record
+
+
+def create(req) -> Container:
+    """`prun create`: record the container; `prun start` runs it."""
+    check_request(req)
+    store = Store()
+    return register(store, new_id(), req, req.command)
+
+
+def start(store: Store, c: Container) -> Container:
+    """Start a created or exited container again through the supervisor."""
+    import os
+
+    from rootless import supervisor
+    from rootless.runspec import RunRequest
+    lifecycle.refresh(store, c)
+    if lifecycle.is_live(c):
+        return c
+    for d in store.runtime_dirs(c.id):
+        remove_tree(d)
+    req = RunRequest(**c.config["request"])
+    here = os.getcwd()
+    os.chdir(c.config["cwd"])  # relative -v paths mean what they meant at create time
+    try:
+        supervisor.run(req, existing=c.id)
+    finally:
+        os.chdir(here)
+    return store.resolve(c.id)
 
 
 def register(store: Store, cid: str, req, args: list[str]) -> Container:
@@ -82,6 +118,10 @@ def register(store: Store, cid: str, req, args: list[str]) -> Container:
               "entrypoint": req.entrypoint, "network": req.network, "volumes": vols,
               "mounts_view": mounts_view(req.volumes, store), "tty": req.tty,
               "interactive": req.interactive}
+    import dataclasses
+    import os
+    config["request"] = {**dataclasses.asdict(req), "detach": True}
+    config["cwd"] = os.getcwd()
     return store.add(Container(id=cid, name=req.name or "", image=req.image, image_id="",
                                command=list(args), created=time.time(),
                                status=policy.CREATED, config=config))
@@ -119,5 +159,5 @@ def handed_over(store: Store, c: Container, keeper_pid: int) -> Container:
                  keeper_start=proc_starttime(keeper_pid))
     st = keeper.read_state(str(store.run_dir(c.id)))
     if st is not None:
-        store.update(c, pid=st["pid"], started_at=st["started_at"])
+        lifecycle.fold(store, c, st)
     return c

@@ -12,9 +12,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from rootless.containers import lifecycle
 from rootless.containers.store import Container, Store, new_id
-from tests.fakes.keeper_host import host_launcher
+from tests.fakes.keeper_spawn import start
 
 
 def main() -> None:
@@ -25,7 +24,7 @@ def main() -> None:
         s = Store()
         c = s.add(Container(id=new_id(), name="", image="busybox", image_id="sha256:" + "0" * 64,
                             command=["sleep", "1000"], created=time.time()))
-        return lifecycle.start(s, c, host_launcher).keeper_pid
+        return start(s, c).keeper_pid
     with ThreadPoolExecutor(8) as pool:
         pids = list(pool.map(one, range(n)))
     del store

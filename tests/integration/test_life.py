@@ -213,3 +213,22 @@ def test_twenty_concurrent_run_d_then_rm_all(image):
     assert len(ids) >= 20
     ok(image, "rm", "-f", *ok(image, "ps", "-aq").split(), timeout=120)
     assert ok(image, "ps", "-aq") == ""
+
+
+def test_create_start_restart(image):
+    cid = ok(image, "create", "--name", "later", "IMAGE", "sh", "-c",
+             "echo run; sleep 1000").strip()
+    assert len(cid) == 64
+    assert inspect(image, "later")["State"]["Status"] == "created"
+    assert cid[:12] not in ok(image, "ps", "-q")
+    assert ok(image, "start", "later") == "later\n"
+    until(lambda: ok(image, "logs", "later") == "run\n")
+    first = inspect(image, "later")["State"]["Pid"]
+    ok(image, "exec", "later", "touch", "/kept")
+    assert ok(image, "restart", "-t", "1", "later") == "later\n"
+    doc = inspect(image, "later")
+    assert doc["State"]["Running"] and doc["State"]["Pid"] != first
+    until(lambda: ok(image, "logs", "later") == "run\nrun\n")
+    assert p(image, "exec", "later", "ls", "/kept").returncode == 0  # same upper layer
+    ok(image, "stop", "-t", "0", "later")
+    ok(image, "rm", "later")
