@@ -222,7 +222,7 @@ def run(req: RunRequest, existing: str | None = None) -> int:
                          hint=f"modes: {', '.join(NETWORKS)}")
     if req.detach:
         from rootless.containers.detach import check_request
-        check_request(req)
+        check_request(req, paths=Paths.from_env())
     paths = Paths.from_env()
     helper = Helper(req.detach)
     cid = existing or secrets.token_hex(32)

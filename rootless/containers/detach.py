@@ -13,8 +13,11 @@ Rules:
 - ``create`` records a container with its RunRequest and working dir;
   ``start`` runs that request again through the supervisor with the same
   id (same upper layer, name and log), for created and exited containers.
-- Named volumes used with -v NAME:/path are registered in the store, so
-  ``prun volume ls`` shows them and ``volume rm`` knows who uses them.
+- Named volumes used with -v NAME:/path (and anonymous ones, -v /path) are
+  registered in the store, so ``prun volume ls`` shows them, ``volume rm``
+  knows who uses them and ``rm -v`` removes the anonymous ones.
+- Lingering: when systemd runs and the user's lingering is off, -d warns
+  once per store that containers die at logout.
 """
 
 from __future__ import annotations
@@ -41,17 +44,35 @@ def parse_log_opts(opts: list[str]) -> tuple[int, int]:
     return size, files
 
 
-def named_volumes(volumes: list[str]) -> list[str]:
-    out = []
+def volume_names(cid: str, volumes: list[str]) -> tuple[list[str], list[str]]:
+    """(named, anonymous) volumes among -v flags, named as runspec names them:
+    ``NAME:/path`` is named, ``/path`` alone gets ``<id12>-<path>``."""
+    named, anonymous = [], []
     for v in volumes:
-        src = v.split(":", 1)[0]
-        if ":" in v and src and not src.startswith((".", "/", "~")):
-            out.append(src)
-    return out
+        parts = v.split(":")
+        if len(parts) == 1:
+            anonymous.append(f"{cid[:12]}-{parts[0].strip('/').replace('/', '-')}")
+        elif not parts[0].startswith((".", "/")):
+            named.append(parts[0])
+    return named, anonymous
 
 
-def check_request(req) -> None:
-    """Flags -d cannot honour yet, refused before anything starts."""
+def warn_lingering(store: Store, user: str, linger_dir: str = "/var/lib/systemd/linger",
+                   systemd: str = "/run/systemd/system") -> str | None:
+    """The warning, once per store, that detached containers die at logout."""
+    import os
+    marker = store.paths.data / ".linger-warned"
+    if not os.path.isdir(systemd) or os.path.exists(os.path.join(linger_dir, user)) \
+            or marker.exists():
+        return None
+    marker.touch()
+    return (f"prun: warning: systemd lingering is off for {user}: detached containers are "
+            f"stopped when you log out (fix: loginctl enable-linger {user})")
+
+
+def check_request(req, paths=None) -> None:
+    """Flags -d cannot honour yet, refused before anything starts; the
+    lingering warning (with ``paths``: `run -d`, not `create`)."""
     if req.tty:
         raise UsageError("run -d -t: a detached container with a terminal is not supported",
                          hint="drop -t (output goes to 'prun logs'), or run in the foreground")
@@ -63,6 +84,12 @@ def check_request(req) -> None:
                          hint="drop -i; use 'prun exec -i' to talk to it")
     policy.parse_restart(req.restart)
     parse_log_opts(req.log_opt)
+    if paths is not None:
+        import getpass
+        import sys
+        warning = warn_lingering(Store(paths), getpass.getuser())
+        if warning:
+            print(warning, file=sys.stderr)
 
 
 def register_spec(paths, cid: str, req, spec: dict) -> tuple[Store, Container]:
@@ -109,14 +136,14 @@ def start(store: Store, c: Container) -> Container:
 def register(store: Store, cid: str, req, args: list[str]) -> Container:
     policy.parse_restart(req.restart)
     size, files = parse_log_opts(req.log_opt)
-    vols = named_volumes(req.volumes)
-    for name in vols:
+    vols, anonymous = volume_names(cid, req.volumes)
+    for name in vols + anonymous:
         store.add_volume(name, exist_ok=True)
     config = {"restart": req.restart, "log_max_size": size, "log_max_files": files,
               "stop_timeout": req.stop_timeout, "hostname": req.hostname or cid[:12],
               "env": req.env, "workdir": req.workdir or "", "user": req.user or "",
-              "entrypoint": req.entrypoint, "network": req.network, "volumes": vols,
-              "mounts_view": mounts_view(req.volumes, store), "tty": req.tty,
+              "entrypoint": req.entrypoint, "network": req.network, "volumes": vols + anonymous,
+              "anonymous_volumes": anonymous, "mounts_view": mounts_view(cid, req.volumes, store), "tty": req.tty,
               "interactive": req.interactive}
     import dataclasses
     import os
@@ -127,20 +154,18 @@ def register(store: Store, cid: str, req, args: list[str]) -> Container:
                                status=policy.CREATED, config=config))
 
 
-def mounts_view(volumes: list[str], store: Store) -> list[dict]:
+def mounts_view(cid: str, volumes: list[str], store: Store) -> list[dict]:
     """docker inspect's Mounts for -v flags."""
     out = []
     for v in volumes:
         parts = v.split(":")
-        if len(parts) < 2:
-            continue
+        if len(parts) == 1:
+            parts = [volume_names(cid, [v])[1][0], v]
         src, dst, mode = parts[0], parts[1], (parts[2] if len(parts) > 2 else "")
-        named = src in named_volumes([v])
-        out.append({"Type": "volume" if named else "bind",
-                    "Name": src if named else "",
+        named = not src.startswith((".", "/"))
+        out.append({"Type": "volume" if named else "bind", "Name": src if named else "",
                     "Source": str(store.volume_dir(src) / "_data") if named else src,
-                    "Destination": dst, "RW": "ro" not in mode.split(","),
-                    "Mode": mode})
+                    "Destination": dst, "RW": "ro" not in mode.split(","), "Mode": mode})
     return out
 
 

@@ -96,18 +96,19 @@ def test_busybox_httpd_session(image):
     ok(image, "volume", "rm", "site")
 
 
-def test_logs_follow_streams_live(image):
-    ok(image, "run", "-d", "--name", "ticker", "IMAGE", "sh", "-c",
-       "for i in 1 2 3 4; do echo tick $i; sleep 0.3; done")
+def test_logs_follow_streams_live(image, tmp_path):
+    # The container prints "waiting", then the rest only once the test opens
+    # the gate: those lines cannot exist before `logs -f` is running.
+    ok(image, "run", "-d", "--name", "ticker", "-v", f"{tmp_path}:/gate", "IMAGE", "sh", "-c",
+       "echo waiting; until [ -e /gate/go ]; do sleep 0.05; done; "
+       "for i in 1 2 3; do echo tick $i; sleep 0.2; done")
     ref, env = image
     proc = subprocess.Popen(["prun", "logs", "-f", "ticker"], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, **env})
-    first = proc.stdout.readline()
-    t_first = time.monotonic()
-    rest = proc.stdout.read()
+    assert proc.stdout.readline() == "waiting\n"
+    (tmp_path / "go").touch()
+    assert proc.stdout.read() == "tick 1\ntick 2\ntick 3\n"
     assert proc.wait(10) == 0
-    assert first + rest == "tick 1\ntick 2\ntick 3\ntick 4\n"
-    assert time.monotonic() - t_first > 0.5  # lines arrived while it ran
     ok(image, "rm", "ticker")
 
 
@@ -139,12 +140,17 @@ def test_stop_honours_t_then_sigkill(image):
     ok(image, "rm", "stubborn")
 
 
-def test_rm_f_of_a_running_container(image):
-    ok(image, "run", "-d", "--name", "doomed", "IMAGE", "sleep", "1000")
+def test_rm_f_of_a_running_container_and_its_anonymous_volume(image):
+    cid = ok(image, "run", "-d", "--name", "doomed", "-v", "/scratch", "IMAGE",
+             "sleep", "1000").strip()
+    anon = f"{cid[:12]}-scratch"
+    assert anon in ok(image, "volume", "ls", "-q").split()
+    assert inspect(image, "doomed")["Mounts"][0]["Destination"] == "/scratch"
     out = p(image, "rm", "doomed")
     assert out.returncode == 125 and "it is running" in out.stderr
-    ok(image, "rm", "-f", "doomed")
+    ok(image, "rm", "-f", "-v", "doomed")
     assert "doomed" not in ok(image, "ps", "-a")
+    assert anon not in ok(image, "volume", "ls", "-q").split()
 
 
 def test_restart_policies(image):
