@@ -13,8 +13,9 @@ Rules:
   (inode numbers stay stable across copy-up), the container's xattrs, and
   the times. Its on-disk mode always lets the owner (the storage user) read
   and write it and never has setuid/setgid bits.
-- Device nodes and sockets become empty regular files whose type and device
-  number live in the metadata; FIFOs stay FIFOs.
+- Device nodes, FIFOs and sockets become empty regular files whose type and
+  device number live in the metadata (Linux keeps no user.* xattrs on
+  special files).
 """
 
 from __future__ import annotations
@@ -75,9 +76,10 @@ def served_meta(st: os.stat_result, stored: meta.Meta | None) -> meta.Meta:
     if stored is not None:
         return stored
     kind = stat.S_IFMT(st.st_mode)
-    special = kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK)
+    special = kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK, stat.S_IFIFO)
     return meta.Meta(st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode),
-                     kind if special else None, st.st_rdev if special else 0)
+                     kind if special else None,
+                     st.st_rdev if kind in (stat.S_IFCHR, stat.S_IFBLK) else 0)
 
 
 def _copy_xattrs(src: str, dst: str | int) -> None:
@@ -107,9 +109,6 @@ def clone(src: str, st: os.stat_result, served: meta.Meta, workdir: str, *,
     if kind == stat.S_IFDIR:
         os.mkdir(tmp, disk_perm(served.perm, is_dir=True))
         target: str | int = tmp
-    elif kind == stat.S_IFIFO:
-        os.mkfifo(tmp, disk_perm(served.perm, is_dir=False))
-        target = tmp
     else:
         target = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                          disk_perm(served.perm, is_dir=False))

@@ -17,6 +17,7 @@ import errno
 import os
 import shutil
 import stat
+import time
 
 from fusefs import _libc, copyup, meta, whiteout
 from fusefs.union import Entry, Union, _err, check_name, join, split
@@ -92,21 +93,18 @@ class UnionFS(Union):
             m = self._owner_meta(pe, uid, gid, stat.S_IMODE(mode), False)
             real = f"{updir}/{name}"
             disk = copyup.disk_perm(m.perm, is_dir=False)
-            if kind == stat.S_IFIFO:
-                os.mkfifo(real, disk)
-                self._store_meta(real, m, False)
-            else:
-                if kind == stat.S_IFSOCK:
-                    # A socket inode needs no backing socket: the kernel binds
-                    # to the FUSE inode. Record its type in the metadata.
-                    m = meta.Meta(m.uid, m.gid, m.perm, stat.S_IFSOCK)
-                elif kind not in (stat.S_IFREG, 0):
-                    raise _err(errno.EINVAL, path)
-                fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, disk)
-                try:
-                    self._store_meta(fd, m, False)
-                finally:
-                    os.close(fd)
+            if kind in (stat.S_IFIFO, stat.S_IFSOCK):
+                # Linux keeps no user.* xattrs on FIFOs and sockets, and the
+                # kernel serves both from the FUSE inode without opening the
+                # backing file: an empty file whose metadata names the type.
+                m = meta.Meta(m.uid, m.gid, m.perm, kind)
+            elif kind not in (stat.S_IFREG, 0):
+                raise _err(errno.EINVAL, path)
+            fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, disk)
+            try:
+                self._store_meta(fd, m, False)
+            finally:
+                os.close(fd)
             whiteout.remove(updir, name)
 
     def mkdir(self, path: str, mode: int, uid: int, gid: int) -> None:
@@ -263,13 +261,17 @@ class UnionFS(Union):
             e = self.copy_up(e, data=length > 0)
         os.truncate(e.real, length)
 
-    def utimens(self, path: str, times: tuple[int, int] | None) -> None:
+    def utimens(self, path: str, atime: int | bool | None, mtime: int | bool | None) -> None:
+        """Set times: ns since the epoch, True for now, None to keep."""
         with self.lock:
             e = self.copy_up(self.lookup(path))
-        if times is None:
+        if atime is True and mtime is True:
             os.utime(e.real, follow_symlinks=False)
-        else:
-            os.utime(e.real, ns=times, follow_symlinks=False)
+            return
+        now = time.time_ns()
+        pick = (lambda t, old: now if t is True else old if t is None else t)
+        os.utime(e.real, ns=(pick(atime, e.st.st_atime_ns), pick(mtime, e.st.st_mtime_ns)),
+                 follow_symlinks=False)
 
     # ---- xattrs -----------------------------------------------------------------
 

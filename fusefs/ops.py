@@ -1,61 +1,97 @@
-"""The fusepy adapter: UnionFS served through libfuse2's high-level API.
+"""The fusepy adapter: UnionFS served through libfuse2's low-level API.
 
-The only module that imports fusepy. It uses fusepy's ctypes bindings
-(operation table, stat/statvfs/file-info structs, the loaded libfuse) but
-drives libfuse itself (fuse_mount, fuse_new, fuse_loop_mt) instead of
-fusepy's FUSE class, because prun needs: the mount error text, a readiness
-signal once the kernel answers, per-open kernel caching, fallocate,
-NULL-path operations on open-unlinked files, and a read/write path that
-copies data straight between libfuse's buffer and the backing fd.
+The only module that imports fusepy. It uses fusepy's ctypes bindings (the
+loaded libfuse, stat/statvfs/file-info structs) and declares the low-level
+operation table itself, because the low-level API is what makes a Python
+server fast: one callback per kernel request, replies built in C (file data
+goes from the backing fd to the kernel without entering Python), kernel
+caching of entries, attributes and file pages, and worker threads that are
+Python threads (a libfuse-created thread pays for a fresh interpreter
+thread state on every callback).
 
 Rules:
-- Every callback returns 0/-errno: OSError becomes its errno; any other
-  exception is logged with its traceback and returned as EIO.
-- Paths are decoded with os.fsdecode (surrogateescape), so any byte string
-  a layer holds round-trips.
-- read/write/fsync/ftruncate/fallocate/release work on the fh, which is the
-  backing fd; libfuse computes no path for them (flag_nopath).
+- Node ids are the served inode numbers (fusefs.layer.InodeNumbers), so hard
+  links share one kernel inode (page cache and attributes stay coherent) and
+  a copy-up keeps its kernel inode. ``_Nodes`` maps a node id to the union
+  paths it was looked up by, follows renames, and forgets a node when the
+  kernel does; an open-unlinked file is served through its open fd.
+- Every request gets exactly one reply: handlers reply themselves on
+  success; an OSError is replied as its errno; any other exception is
+  logged with its traceback and replied as EIO.
+- Directory listings are packed (fuse_dirent records) when the kernel reads
+  offset 0 and kept only until it has read them to the end: the kernel
+  caches listings itself (FOPEN_CACHE_DIR, dropped on changes it makes).
+- The union may change only through this mount while it is served (entry,
+  attribute and page caches trust that).
 """
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import errno
-import itertools
 import logging
 import os
+import platform
 import signal
+import stat
+import struct
 import threading
 from collections.abc import Callable
-from ctypes import CFUNCTYPE, POINTER, c_char_p, c_int, c_size_t, c_uint, c_void_p
+from ctypes import (CFUNCTYPE, POINTER, c_char_p, c_double, c_int, c_size_t, c_uint,
+                    c_uint64, c_ulong, c_void_p)
 
 import fuse as _fusepy
 
 from fusefs import _libc
 from fusefs.fs import UnionFS
+from fusefs.union import Attr, join, split
 
 log = logging.getLogger("fusefs")
 
 _lib = _fusepy._libfuse
 _off_t = _fusepy.c_off_t
+_mode_t = _fusepy.c_mode_t
+_dev_t = _fusepy.c_dev_t
+_Stat = _fusepy.c_stat
 _FileInfo = _fusepy.fuse_file_info
+_req, _ino = c_void_p, c_uint64
+_FI = POINTER(_FileInfo)
+_ROOT = 1
+_ROOT_ALIAS = (1 << 64) - 2     # node id for a file whose served inode number is 1
 _FUSE_CAP_ATOMIC_O_TRUNC = 1 << 3
-_UNSET_ID = 0xFFFFFFFF
+_SET_MODE, _SET_UID, _SET_GID, _SET_SIZE = 1, 2, 4, 8
+_SET_ATIME, _SET_MTIME, _SET_ATIME_NOW, _SET_MTIME_NOW = 16, 32, 128, 256
+_BUF_IS_FD, _BUF_FD_SEEK = 1 << 1, 1 << 2
+_DIRENT = struct.Struct("<QQII")
+# struct fuse_open_out with FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR: libfuse2's
+# fuse_reply_open cannot set the second flag (newer than libfuse2), the
+# kernel honours it whatever the protocol minor, so opendir sends it raw.
+_OPENDIR_REPLY = struct.pack("<QII", 0, (1 << 1) | (1 << 3), 0)
 
 
-class _Operations(_fusepy.fuse_operations):
-    """libfuse 2.9's struct fuse_operations: fusepy's plus the tail it lacks."""
-    _fields_ = [
-        ("poll", c_void_p),
-        ("write_buf", c_void_p),
-        ("read_buf", c_void_p),
-        ("flock", c_void_p),
-        ("fallocate", CFUNCTYPE(c_int, c_char_p, c_int, _off_t, _off_t, POINTER(_FileInfo))),
-    ]
+# fusepy's c_stat stops before glibc's trailing reserved words; struct
+# fuse_entry_param embeds a whole struct stat, so pad it to the real size.
+_STAT_SIZE = {"x86_64": 144, "aarch64": 128}.get(platform.machine(), ctypes.sizeof(_Stat))
 
 
-class _Args(ctypes.Structure):
-    _fields_ = [("argc", c_int), ("argv", POINTER(c_char_p)), ("allocated", c_int)]
+class _EntryParam(ctypes.Structure):
+    _fields_ = [("ino", c_uint64), ("generation", c_ulong), ("attr", _Stat),
+                ("_pad", ctypes.c_char * (_STAT_SIZE - ctypes.sizeof(_Stat))),
+                ("attr_timeout", c_double), ("entry_timeout", c_double)]
+
+
+class _Ctx(ctypes.Structure):
+    _fields_ = [("uid", c_uint), ("gid", c_uint), ("pid", c_int), ("umask", _mode_t)]
+
+
+class _Buf(ctypes.Structure):
+    _fields_ = [("size", c_size_t), ("flags", c_int), ("mem", c_void_p), ("fd", c_int),
+                ("pos", _off_t)]
+
+
+class _BufVec(ctypes.Structure):
+    _fields_ = [("count", c_size_t), ("idx", c_size_t), ("off", c_size_t), ("buf", _Buf * 1)]
 
 
 class _ConnInfo(ctypes.Structure):
@@ -65,9 +101,48 @@ class _ConnInfo(ctypes.Structure):
                 ("congestion_threshold", c_uint), ("reserved", c_uint * 23)]
 
 
+class _Args(ctypes.Structure):
+    _fields_ = [("argc", c_int), ("argv", POINTER(c_char_p)), ("allocated", c_int)]
+
+
+def _f(*args):
+    return CFUNCTYPE(None, *args)
+
+
+# libfuse 2.9's struct fuse_lowlevel_ops, in order; None marks slots we leave NULL.
+_OPS = [
+    ("init", _f(c_void_p, c_void_p)), ("destroy", None),
+    ("lookup", _f(_req, _ino, c_char_p)), ("forget", _f(_req, _ino, c_ulong)),
+    ("getattr", _f(_req, _ino, _FI)),
+    ("setattr", _f(_req, _ino, POINTER(_Stat), c_int, _FI)),
+    ("readlink", _f(_req, _ino)), ("mknod", _f(_req, _ino, c_char_p, _mode_t, _dev_t)),
+    ("mkdir", _f(_req, _ino, c_char_p, _mode_t)), ("unlink", _f(_req, _ino, c_char_p)),
+    ("rmdir", _f(_req, _ino, c_char_p)), ("symlink", _f(_req, c_char_p, _ino, c_char_p)),
+    ("rename", _f(_req, _ino, c_char_p, _ino, c_char_p)),
+    ("link", _f(_req, _ino, _ino, c_char_p)), ("open", _f(_req, _ino, _FI)),
+    ("read", _f(_req, _ino, c_size_t, _off_t, _FI)),
+    ("write", _f(_req, _ino, c_void_p, c_size_t, _off_t, _FI)),
+    ("flush", None), ("release", _f(_req, _ino, _FI)),
+    ("fsync", _f(_req, _ino, c_int, _FI)), ("opendir", _f(_req, _ino, _FI)),
+    ("readdir", _f(_req, _ino, c_size_t, _off_t, _FI)), ("releasedir", None),
+    ("fsyncdir", None), ("statfs", _f(_req, _ino)),
+    ("setxattr", _f(_req, _ino, c_char_p, c_void_p, c_size_t, c_int)),
+    ("getxattr", _f(_req, _ino, c_char_p, c_size_t)),
+    ("listxattr", _f(_req, _ino, c_size_t)), ("removexattr", _f(_req, _ino, c_char_p)),
+    ("access", None), ("create", _f(_req, _ino, c_char_p, _mode_t, _FI)),
+    ("getlk", None), ("setlk", None), ("bmap", None), ("ioctl", None), ("poll", None),
+    ("write_buf", None), ("retrieve_reply", None), ("forget_multi", None),
+    ("flock", None), ("fallocate", _f(_req, _ino, c_int, _off_t, _off_t, _FI)),
+]
+
+
+class _LowLevelOps(ctypes.Structure):
+    _fields_ = [(name, proto or c_void_p) for name, proto in _OPS]
+
+
 def _versioned(name: str, version: str, restype, *argtypes):
-    # fuse_new/fuse_mount/fuse_unmount also exist in old ABI versions (one is
-    # libfuse's "Base" symbol, which plain dlsym returns): ask for 2.6's.
+    # Several libfuse2 symbols also exist in old ABI versions (plain dlsym may
+    # return one of those): ask for the version whose prototype we declare.
     dlvsym = ctypes.CDLL(None).dlvsym
     dlvsym.restype = c_void_p
     dlvsym.argtypes = [c_void_p, c_char_p, c_char_p]
@@ -78,248 +153,421 @@ def _versioned(name: str, version: str, restype, *argtypes):
 
 
 _fuse_mount = _versioned("fuse_mount", "FUSE_2.6", c_void_p, c_char_p, POINTER(_Args))
-_fuse_new = _versioned("fuse_new", "FUSE_2.6", c_void_p, c_void_p, POINTER(_Args),
-                       POINTER(_Operations), c_size_t, c_void_p)
 _fuse_unmount = _versioned("fuse_unmount", "FUSE_2.6", None, c_char_p, c_void_p)
-_lib.fuse_loop_mt.argtypes = [c_void_p]
-_lib.fuse_destroy.argtypes = [c_void_p]
-_lib.fuse_get_session.argtypes = [c_void_p]
-_lib.fuse_get_session.restype = c_void_p
-_lib.fuse_set_signal_handlers.argtypes = [c_void_p]
-_lib.fuse_remove_signal_handlers.argtypes = [c_void_p]
-_lib.fuse_opt_free_args.argtypes = [POINTER(_Args)]
+_lowlevel_new = _versioned("fuse_lowlevel_new", "FUSE_2.6", c_void_p, POINTER(_Args),
+                           POINTER(_LowLevelOps), c_size_t, c_void_p)
+_req_ctx = _versioned("fuse_req_ctx", "FUSE_2.8", POINTER(_Ctx), c_void_p)
+
+
+def _sig(name: str, restype, *argtypes):
+    fn = getattr(_lib, name)
+    fn.restype, fn.argtypes = restype, list(argtypes)
+    return fn
+
+
+_reply_err = _sig("fuse_reply_err", c_int, c_void_p, c_int)
+_reply_none = _sig("fuse_reply_none", None, c_void_p)
+_reply_entry = _sig("fuse_reply_entry", c_int, c_void_p, POINTER(_EntryParam))
+_reply_create = _sig("fuse_reply_create", c_int, c_void_p, POINTER(_EntryParam), _FI)
+_reply_attr = _sig("fuse_reply_attr", c_int, c_void_p, POINTER(_Stat), c_double)
+_reply_readlink = _sig("fuse_reply_readlink", c_int, c_void_p, c_char_p)
+_reply_open = _sig("fuse_reply_open", c_int, c_void_p, _FI)
+_reply_write = _sig("fuse_reply_write", c_int, c_void_p, c_size_t)
+_reply_buf = _sig("fuse_reply_buf", c_int, c_void_p, c_char_p, c_size_t)
+_reply_data = _sig("fuse_reply_data", c_int, c_void_p, POINTER(_BufVec), c_int)
+_reply_statfs = _sig("fuse_reply_statfs", c_int, c_void_p, POINTER(_fusepy.c_statvfs))
+_reply_xattr = _sig("fuse_reply_xattr", c_int, c_void_p, c_size_t)
+_session_add_chan = _sig("fuse_session_add_chan", None, c_void_p, c_void_p)
+_session_remove_chan = _sig("fuse_session_remove_chan", None, c_void_p)
+_session_destroy = _sig("fuse_session_destroy", None, c_void_p)
+_session_exited = _sig("fuse_session_exited", c_int, c_void_p)
+_session_process = _sig("fuse_session_process", None, c_void_p, c_void_p, c_size_t, c_void_p)
+_chan_recv = _sig("fuse_chan_recv", c_int, POINTER(c_void_p), c_void_p, c_size_t)
+_chan_bufsize = _sig("fuse_chan_bufsize", c_size_t, c_void_p)
+_opt_free_args = _sig("fuse_opt_free_args", None, POINTER(_Args))
 
 
 class MountFailed(Exception):
     """libfuse could not mount; the message is libfuse's/fusermount's text."""
 
 
-def _guard(fn: Callable[..., int | None]) -> Callable[..., int]:
-    def call(*args):
+class _Nodes:
+    """Node id → the union paths the kernel knows it by (see module rules)."""
+
+    def __init__(self) -> None:
+        self.paths: dict[int, list[str]] = {_ROOT: ["/"]}
+        self.lookups: dict[int, int] = {}
+        self.fds: dict[int, set[int]] = {}
+        self.lock = threading.Lock()
+
+    def path(self, nid: int) -> str:
+        paths = self.paths.get(nid)
+        if not paths:
+            raise OSError(errno.ENOENT, "no path left for this node")
+        return paths[0]
+
+    def remember(self, nid: int, path: str) -> None:
+        with self.lock:
+            self.lookups[nid] = self.lookups.get(nid, 0) + 1
+            paths = self.paths.setdefault(nid, [])
+            if path not in paths:
+                paths.append(path)
+
+    def forget(self, nid: int, n: int) -> None:
+        with self.lock:
+            left = self.lookups.get(nid, 0) - n
+            if left > 0:
+                self.lookups[nid] = left
+            elif nid != _ROOT:
+                self.lookups.pop(nid, None)
+                self.paths.pop(nid, None)
+
+    def drop(self, nid: int, path: str) -> None:
+        with self.lock:
+            paths = self.paths.get(nid)
+            if paths and path in paths:
+                paths.remove(path)
+
+    def moved(self, old: str, new: str) -> None:
+        prefix = old + "/"
+        with self.lock:
+            for paths in self.paths.values():
+                for i, p in enumerate(paths):
+                    if p == old:
+                        paths[i] = new
+                    elif p.startswith(prefix):
+                        paths[i] = new + p[len(old):]
+
+
+def _nid(ino: int) -> int:
+    return _ROOT_ALIAS if ino == _ROOT else ino
+
+
+def _fill(st, a: Attr) -> None:
+    st.st_ino = a.ino
+    st.st_mode = a.mode
+    st.st_nlink = a.nlink
+    st.st_uid = a.uid
+    st.st_gid = a.gid
+    st.st_rdev = a.rdev
+    st.st_size = a.size
+    st.st_blksize = a.blksize
+    st.st_blocks = a.blocks
+    st.st_atimespec.tv_sec, st.st_atimespec.tv_nsec = divmod(a.atime_ns, 1_000_000_000)
+    st.st_mtimespec.tv_sec, st.st_mtimespec.tv_nsec = divmod(a.mtime_ns, 1_000_000_000)
+    st.st_ctimespec.tv_sec, st.st_ctimespec.tv_nsec = divmod(a.ctime_ns, 1_000_000_000)
+
+
+def _handler(fn: Callable[..., None]) -> Callable[..., None]:
+    def call(req, *args):
         try:
-            return fn(*args) or 0
+            fn(req, *args)
         except OSError as exc:
-            return -(exc.errno or errno.EIO)
+            _reply_err(req, exc.errno or errno.EIO)
         except Exception:
             log.exception("unexpected failure in %s", fn.__name__)
-            return -errno.EIO
+            _reply_err(req, errno.EIO)
     call.__name__ = fn.__name__
     return call
 
 
-def _path(raw: bytes | None) -> str:
-    return os.fsdecode(raw)
-
-
 class _Adapter:
-    """The callbacks libfuse calls, bound to one UnionFS."""
+    """The low-level callbacks, bound to one UnionFS."""
 
-    def __init__(self, fs: UnionFS) -> None:
+    def __init__(self, fs: UnionFS, timeout: float) -> None:
         self.fs = fs
-        self._dirs: dict[int, str] = {}
-        self._dir_ids = itertools.count(1)
-        self.ops = _Operations()
+        self.timeout = timeout
+        self.nodes = _Nodes()
+        self.listings: dict[int, tuple[bytes, list[int]]] = {}
+        self.ops = _LowLevelOps()
         self._keep = []
-        for name, proto, *_ in _fusepy.fuse_operations._fields_ + _Operations._fields_:
-            impl = getattr(self, f"op_{name}", None)
-            if impl is None or not hasattr(proto, "argtypes"):
+        for name, proto in _OPS:
+            if proto is None:
                 continue
-            cb = proto(impl if name in ("read", "write") else _guard(impl))
+            impl = getattr(self, f"op_{name}")
+            if name not in ("init", "forget"):
+                impl = _handler(impl)
+            cb = proto(impl)
             self._keep.append(cb)
             setattr(self.ops, name, cb)
-        self.ops.flag_nullpath_ok = 1
-        self.ops.flag_nopath = 1
-        self.ops.flag_utime_omit_ok = 0
 
-    # ---- attributes ---------------------------------------------------------
+    # ---- helpers ------------------------------------------------------------
+
+    def _child(self, parent: int, name: bytes) -> str:
+        return join(self.nodes.path(parent), os.fsdecode(name))
+
+    def _entry(self, req, path: str, fi=None) -> None:
+        a = self.fs.getattr(path)
+        e = _EntryParam()
+        e.ino = nid = _nid(a.ino)
+        _fill(e.attr, a)
+        e.attr_timeout = e.entry_timeout = self.timeout
+        self.nodes.remember(nid, path)
+        if fi is None:
+            if _reply_entry(req, ctypes.byref(e)):
+                self.nodes.forget(nid, 1)
+        elif _reply_create(req, ctypes.byref(e), fi):
+            self.nodes.forget(nid, 1)
+            os.close(fi.contents.fh)
+
+    def _attr(self, nid: int) -> Attr:
+        paths = self.nodes.paths.get(nid)
+        if paths:
+            return self.fs.getattr(paths[0])
+        fds = self.nodes.fds.get(nid)
+        if fds:
+            return self.fs.fattr(next(iter(fds)))
+        raise OSError(errno.ENOENT, "no path left for this node")
+
+    def _changed(self, *nids: int) -> None:
+        for nid in nids:
+            self.listings.pop(nid, None)
 
     @staticmethod
-    def _fill(st, a) -> None:
-        st.st_ino = a.ino
-        st.st_mode = a.mode
-        st.st_nlink = a.nlink
-        st.st_uid = a.uid
-        st.st_gid = a.gid
-        st.st_rdev = a.rdev
-        st.st_size = a.size
-        st.st_blksize = a.blksize
-        st.st_blocks = a.blocks
-        st.st_atimespec.tv_sec, st.st_atimespec.tv_nsec = divmod(a.atime_ns, 1_000_000_000)
-        st.st_mtimespec.tv_sec, st.st_mtimespec.tv_nsec = divmod(a.mtime_ns, 1_000_000_000)
-        st.st_ctimespec.tv_sec, st.st_ctimespec.tv_nsec = divmod(a.ctime_ns, 1_000_000_000)
-
-    def op_getattr(self, path, buf):
-        self._fill(buf.contents, self.fs.getattr(_path(path)))
-
-    def op_fgetattr(self, path, buf, fip):
-        self._fill(buf.contents, self.fs.fattr(fip.contents.fh))
-
-    def op_readlink(self, path, buf, size):
-        target = os.fsencode(self.fs.readlink(_path(path)))[:size - 1] + b"\0"
-        ctypes.memmove(buf, target, len(target))
-
-    # ---- namespace ------------------------------------------------------------
-
-    @staticmethod
-    def _caller() -> tuple[int, int]:
-        ctx = _lib.fuse_get_context().contents
+    def _caller(req) -> tuple[int, int]:
+        ctx = _req_ctx(req).contents
         return ctx.uid, ctx.gid
 
-    def op_mknod(self, path, mode, dev):
-        self.fs.mknod(_path(path), mode, dev, *self._caller())
+    # ---- lookup and attributes ---------------------------------------------
 
-    def op_mkdir(self, path, mode):
-        self.fs.mkdir(_path(path), mode, *self._caller())
-
-    def op_unlink(self, path):
-        self.fs.unlink(_path(path))
-
-    def op_rmdir(self, path):
-        self.fs.rmdir(_path(path))
-
-    def op_symlink(self, target, path):
-        self.fs.symlink(_path(target), _path(path), *self._caller())
-
-    def op_rename(self, old, new):
-        self.fs.rename(_path(old), _path(new))
-
-    def op_link(self, old, new):
-        self.fs.link(_path(old), _path(new))
-
-    def op_chmod(self, path, mode):
-        self.fs.chmod(_path(path), mode)
-
-    def op_chown(self, path, uid, gid):
-        self.fs.chown(_path(path), -1 if uid == _UNSET_ID else uid,
-                      -1 if gid == _UNSET_ID else gid)
-
-    def op_truncate(self, path, length):
-        self.fs.truncate(_path(path), length)
-
-    def op_utimens(self, path, buf):
-        times = None
-        if buf:
-            t = buf.contents
-            times = (t.actime.tv_sec * 1_000_000_000 + t.actime.tv_nsec,
-                     t.modtime.tv_sec * 1_000_000_000 + t.modtime.tv_nsec)
-        self.fs.utimens(_path(path), times)
-
-    # ---- files ----------------------------------------------------------------
-
-    def op_open(self, path, fip):
-        fi = fip.contents
-        fd, keep = self.fs.open(_path(path), fi.flags)
-        fi.fh = fd
-        fi.keep_cache = 1 if keep else 0
-
-    def op_create(self, path, mode, fip):
-        fi = fip.contents
-        fi.fh = self.fs.create(_path(path), mode, fi.flags, *self._caller())
-
-    def op_read(self, path, buf, size, offset, fip):
-        try:
-            view = (ctypes.c_char * size).from_address(ctypes.addressof(buf.contents))
-            return os.preadv(fip.contents.fh, (view,), offset)
-        except OSError as exc:
-            return -(exc.errno or errno.EIO)
-        except Exception:
-            log.exception("unexpected failure in read")
-            return -errno.EIO
-
-    def op_write(self, path, buf, size, offset, fip):
-        try:
-            view = (ctypes.c_char * size).from_address(ctypes.addressof(buf.contents))
-            return os.pwrite(fip.contents.fh, view, offset)
-        except OSError as exc:
-            return -(exc.errno or errno.EIO)
-        except Exception:
-            log.exception("unexpected failure in write")
-            return -errno.EIO
-
-    def op_flush(self, path, fip):
-        return 0
-
-    def op_release(self, path, fip):
-        os.close(fip.contents.fh)
-
-    def op_fsync(self, path, datasync, fip):
-        (os.fdatasync if datasync else os.fsync)(fip.contents.fh)
-
-    def op_ftruncate(self, path, length, fip):
-        os.ftruncate(fip.contents.fh, length)
-
-    def op_fallocate(self, path, mode, offset, length, fip):
-        _libc.fallocate(fip.contents.fh, mode, offset, length)
-
-    def op_statfs(self, path, buf):
-        v = self.fs.statfs()
-        s = buf.contents
-        s.f_bsize, s.f_frsize = v.f_bsize, v.f_frsize
-        s.f_blocks, s.f_bfree, s.f_bavail = v.f_blocks, v.f_bfree, v.f_bavail
-        s.f_files, s.f_ffree, s.f_favail = v.f_files, v.f_ffree, v.f_favail
-        s.f_namemax = 255
-
-    # ---- directories ----------------------------------------------------------
-
-    def op_opendir(self, path, fip):
-        p = _path(path)
-        self.fs.dir(p)
-        fh = next(self._dir_ids)
-        self._dirs[fh] = p
-        fip.contents.fh = fh
-
-    def op_readdir(self, path, buf, filler, offset, fip):
-        entries = self.fs.readdir(self._dirs[fip.contents.fh])
-        st = _fusepy.c_stat()
-        ref = ctypes.pointer(st)
-        filler(buf, b".", None, 0)
-        filler(buf, b"..", None, 0)
-        for name, kind, ino in entries:
-            st.st_mode = kind
-            st.st_ino = ino
-            if filler(buf, os.fsencode(name), ref, 0):
-                break
-
-    def op_releasedir(self, path, fip):
-        self._dirs.pop(fip.contents.fh, None)
-
-    def op_fsyncdir(self, path, datasync, fip):
-        return 0
-
-    # ---- xattrs -----------------------------------------------------------------
-
-    def op_setxattr(self, path, name, value, size, flags):
-        self.fs.setxattr(_path(path), name.decode(), ctypes.string_at(value, size), flags)
-
-    def op_getxattr(self, path, name, value, size):
-        data = self.fs.getxattr(_path(path), name.decode())
-        if not size:
-            return len(data)
-        if len(data) > size:
-            return -errno.ERANGE
-        ctypes.memmove(value, data, len(data))
-        return len(data)
-
-    def op_listxattr(self, path, namebuf, size):
-        data = b"".join(n.encode() + b"\0" for n in self.fs.listxattr(_path(path)))
-        if not size:
-            return len(data)
-        if len(data) > size:
-            return -errno.ERANGE
-        ctypes.memmove(namebuf, data, len(data))
-        return len(data)
-
-    def op_removexattr(self, path, name):
-        self.fs.removexattr(_path(path), name.decode())
-
-    # ---- lifecycle ------------------------------------------------------------
-
-    def op_init(self, conn):
-        # O_TRUNC reaches open() instead of a separate truncate, so a lower
+    def op_init(self, userdata, conn):
+        # O_TRUNC reaches open() instead of a separate setattr, so a lower
         # file opened with O_TRUNC is copied up without its data.
         info = ctypes.cast(conn, POINTER(_ConnInfo)).contents
         if info.capable & _FUSE_CAP_ATOMIC_O_TRUNC:
             info.want |= _FUSE_CAP_ATOMIC_O_TRUNC
+
+    def op_lookup(self, req, parent, name):
+        try:
+            self._entry(req, self._child(parent, name))
+        except FileNotFoundError:
+            # A negative entry: the kernel caches the miss for the timeout.
+            e = _EntryParam()
+            e.entry_timeout = self.timeout
+            _reply_entry(req, ctypes.byref(e))
+
+    def op_forget(self, req, nid, n):
+        self.nodes.forget(nid, n)
+        _reply_none(req)
+
+    def op_getattr(self, req, nid, fi):
+        st = _Stat()
+        _fill(st, self._attr(nid))
+        _reply_attr(req, ctypes.byref(st), self.timeout)
+
+    def op_setattr(self, req, nid, attr, to_set, fi):
+        path = self.nodes.path(nid)
+        a = attr.contents
+        if to_set & _SET_MODE:
+            self.fs.chmod(path, a.st_mode)
+        if to_set & (_SET_UID | _SET_GID):
+            self.fs.chown(path, a.st_uid if to_set & _SET_UID else -1,
+                          a.st_gid if to_set & _SET_GID else -1)
+        if to_set & _SET_SIZE:
+            if fi:
+                os.ftruncate(fi.contents.fh, a.st_size)
+            else:
+                self.fs.truncate(path, a.st_size)
+        if to_set & (_SET_ATIME | _SET_MTIME | _SET_ATIME_NOW | _SET_MTIME_NOW):
+            self.fs.utimens(path, self._time(to_set, _SET_ATIME, _SET_ATIME_NOW, a.st_atimespec),
+                            self._time(to_set, _SET_MTIME, _SET_MTIME_NOW, a.st_mtimespec))
+        st = _Stat()
+        _fill(st, self.fs.getattr(path))
+        _reply_attr(req, ctypes.byref(st), self.timeout)
+
+    @staticmethod
+    def _time(to_set: int, given: int, now: int, ts) -> int | None | bool:
+        """ns to set, True for "now", None to leave the time as it is."""
+        if to_set & now:
+            return True
+        if to_set & given:
+            return ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+        return None
+
+    def op_readlink(self, req, nid):
+        _reply_readlink(req, os.fsencode(self.fs.readlink(self.nodes.path(nid))))
+
+    def op_statfs(self, req, nid):
+        v = self.fs.statfs()
+        s = _fusepy.c_statvfs()
+        s.f_bsize, s.f_frsize = v.f_bsize, v.f_frsize
+        s.f_blocks, s.f_bfree, s.f_bavail = v.f_blocks, v.f_bfree, v.f_bavail
+        s.f_files, s.f_ffree, s.f_favail = v.f_files, v.f_ffree, v.f_favail
+        s.f_namemax = 255
+        _reply_statfs(req, ctypes.byref(s))
+
+    # ---- namespace ------------------------------------------------------------
+
+    def op_mknod(self, req, parent, name, mode, rdev):
+        path = self._child(parent, name)
+        self.fs.mknod(path, mode, rdev, *self._caller(req))
+        self._changed(parent)
+        self._entry(req, path)
+
+    def op_mkdir(self, req, parent, name, mode):
+        path = self._child(parent, name)
+        self.fs.mkdir(path, mode, *self._caller(req))
+        self._changed(parent)
+        self._entry(req, path)
+
+    def op_symlink(self, req, target, parent, name):
+        path = self._child(parent, name)
+        self.fs.symlink(os.fsdecode(target), path, *self._caller(req))
+        self._changed(parent)
+        self._entry(req, path)
+
+    def op_link(self, req, nid, parent, name):
+        path = self._child(parent, name)
+        self.fs.link(self.nodes.path(nid), path)
+        self._changed(parent)
+        self._entry(req, path)
+
+    def op_unlink(self, req, parent, name):
+        self._remove(req, parent, name, self.fs.unlink)
+
+    def op_rmdir(self, req, parent, name):
+        self._remove(req, parent, name, self.fs.rmdir)
+
+    def _remove(self, req, parent, name, remove) -> None:
+        path = self._child(parent, name)
+        nid = _nid(self.fs.getattr(path).ino)
+        remove(path)
+        self.nodes.drop(nid, path)
+        self._changed(parent, nid)
+        _reply_err(req, 0)
+
+    def op_rename(self, req, parent, name, newparent, newname):
+        old, new = self._child(parent, name), self._child(newparent, newname)
+        try:
+            replaced = _nid(self.fs.getattr(new).ino)
+        except FileNotFoundError:
+            replaced = None
+        self.fs.rename(old, new)
+        if replaced is not None:
+            self.nodes.drop(replaced, new)
+        self.nodes.moved(old, new)
+        self._changed(parent, newparent)
+        _reply_err(req, 0)
+
+    # ---- files ----------------------------------------------------------------
+
+    def op_open(self, req, nid, fip):
+        fi = fip.contents
+        fi.fh = fd = self.fs.open(self.nodes.path(nid), fi.flags)
+        # Every change to the file goes through this kernel inode (hard
+        # links share it), so its page cache stays valid between opens.
+        fi.keep_cache = 1
+        self._opened(nid, fd)
+        if _reply_open(req, fip):
+            self._closed(nid, fd)
+
+    def op_create(self, req, parent, name, mode, fip):
+        path = self._child(parent, name)
+        fi = fip.contents
+        fi.fh = fd = self.fs.create(path, mode, fi.flags, *self._caller(req))
+        fi.keep_cache = 1
+        self._changed(parent)
+        nid = _nid(self.fs.fattr(fd).ino)
+        self._opened(nid, fd)
+        self._entry(req, path, fip)
+
+    def _opened(self, nid: int, fd: int) -> None:
+        with self.nodes.lock:
+            self.nodes.fds.setdefault(nid, set()).add(fd)
+
+    def _closed(self, nid: int, fd: int) -> None:
+        with self.nodes.lock:
+            fds = self.nodes.fds.get(nid)
+            if fds is not None:
+                fds.discard(fd)
+                if not fds:
+                    del self.nodes.fds[nid]
+        os.close(fd)
+
+    def op_read(self, req, nid, size, offset, fi):
+        bv = _BufVec(1, 0, 0)
+        b = bv.buf[0]
+        b.size, b.flags, b.fd, b.pos = size, _BUF_IS_FD | _BUF_FD_SEEK, fi.contents.fh, offset
+        _reply_data(req, ctypes.byref(bv), 0)
+
+    def op_write(self, req, nid, buf, size, offset, fi):
+        view = (ctypes.c_char * size).from_address(buf)
+        _reply_write(req, os.pwrite(fi.contents.fh, view, offset))
+
+    def op_release(self, req, nid, fi):
+        self._closed(nid, fi.contents.fh)
+        _reply_err(req, 0)
+
+    def op_fsync(self, req, nid, datasync, fi):
+        (os.fdatasync if datasync else os.fsync)(fi.contents.fh)
+        _reply_err(req, 0)
+
+    def op_fallocate(self, req, nid, mode, offset, length, fi):
+        _libc.fallocate(fi.contents.fh, mode, offset, length)
+        _reply_err(req, 0)
+
+    # ---- directories ----------------------------------------------------------
+
+    def op_opendir(self, req, nid, fi):
+        self.nodes.path(nid)
+        _reply_buf(req, _OPENDIR_REPLY, len(_OPENDIR_REPLY))
+
+    def op_readdir(self, req, nid, size, offset, fi):
+        listing = self.listings.get(nid)
+        if listing is None or offset == 0:
+            listing = self.listings[nid] = self._listing(nid)
+        data, ends = listing
+        # Whole records only: the last one ending within offset + size.
+        i = bisect.bisect_right(ends, offset + size) - 1
+        end = ends[i] if i >= 0 and ends[i] > offset else offset
+        if end == offset:
+            self.listings.pop(nid, None)
+        _reply_buf(req, data[offset:end], end - offset)
+
+    def _listing(self, nid: int) -> tuple[bytes, list[int]]:
+        path = self.nodes.path(nid)
+        parent = split(path)[0]
+        here = self._attr(nid).ino
+        up = here if path == "/" else self.fs.getattr(parent).ino
+        records: list[bytes] = []
+        ends: list[int] = []
+        pos = 0
+        entries = [(".", stat.S_IFDIR, here), ("..", stat.S_IFDIR, up), *self.fs.readdir(path)]
+        for name, kind, ino in entries:
+            raw = os.fsencode(name)
+            reclen = (_DIRENT.size + len(raw) + 7) & ~7
+            pos += reclen
+            records.append(_DIRENT.pack(ino, pos, len(raw), kind >> 12) + raw
+                           + b"\0" * (reclen - _DIRENT.size - len(raw)))
+            ends.append(pos)
+        return b"".join(records), ends
+
+    # ---- xattrs -----------------------------------------------------------------
+
+    def op_setxattr(self, req, nid, name, value, size, flags):
+        self.fs.setxattr(self.nodes.path(nid), name.decode(), ctypes.string_at(value, size),
+                         flags)
+        _reply_err(req, 0)
+
+    def op_getxattr(self, req, nid, name, size):
+        self._reply_sized(req, size, self.fs.getxattr(self.nodes.path(nid), name.decode()))
+
+    def op_listxattr(self, req, nid, size):
+        names = self.fs.listxattr(self.nodes.path(nid))
+        self._reply_sized(req, size, b"".join(n.encode() + b"\0" for n in names))
+
+    @staticmethod
+    def _reply_sized(req, size: int, data: bytes) -> None:
+        if not size:
+            _reply_xattr(req, len(data))
+        elif len(data) > size:
+            _reply_err(req, errno.ERANGE)
+        else:
+            _reply_buf(req, data, len(data))
+
+    def op_removexattr(self, req, nid, name):
+        self.fs.removexattr(self.nodes.path(nid), name.decode())
+        _reply_err(req, 0)
 
 
 class _StderrCapture:
@@ -343,52 +591,69 @@ class _StderrCapture:
         os.close(self._r)
 
 
-def serve(fs: UnionFS, mountpoint: str, options: list[str],
+def _worker(session: int, chan: int) -> None:
+    size = _chan_bufsize(chan)
+    buf = ctypes.create_string_buffer(size)
+    while not _session_exited(session):
+        ch = c_void_p(chan)
+        n = _chan_recv(ctypes.byref(ch), buf, size)
+        if n == -errno.EINTR:
+            continue
+        if n <= 0:
+            break
+        _session_process(session, buf, n, ch)
+
+
+def serve(fs: UnionFS, mountpoint: str, options: list[str], *, timeout: float, threads: int,
           ready: Callable[[str | None], None]) -> None:
     """Mount ``fs`` at ``mountpoint`` and serve it until it is unmounted.
 
-    ``ready(None)`` is called once the kernel answers requests on the mount,
-    ``ready(message)`` if that check fails; MountFailed is raised when the
-    mount itself fails. SIGINT/SIGTERM/SIGHUP end the loop and unmount.
+    ``options`` are libfuse's mount and low-level -o options; ``timeout`` is
+    the kernel's entry/attribute cache time in seconds; ``threads`` worker
+    threads serve requests. ``ready(None)`` is called once the kernel answers
+    requests on the mount, ``ready(message)`` if that check fails;
+    MountFailed is raised when the mount itself fails. SIGINT/SIGTERM/SIGHUP
+    unmount (lazily: open files keep being served until closed).
     """
-    adapter = _Adapter(fs)
+    adapter = _Adapter(fs, timeout)
     argv = [b"prun-overlayfs", b"-o", ",".join(options).encode()]
     args = _Args(len(argv), (c_char_p * len(argv))(*argv), 0)
     mp = os.fsencode(mountpoint)
     with _StderrCapture() as cap:
-        ch = _fuse_mount(mp, ctypes.byref(args))
-    if not ch:
-        _lib.fuse_opt_free_args(ctypes.byref(args))
+        chan = _fuse_mount(mp, ctypes.byref(args))
+    if not chan:
+        _opt_free_args(ctypes.byref(args))
         raise MountFailed(_clean(cap.text) or "mount failed")
     with _StderrCapture() as cap:
-        f = _fuse_new(ch, ctypes.byref(args), ctypes.byref(adapter.ops),
-                          ctypes.sizeof(_Operations), None)
-    _lib.fuse_opt_free_args(ctypes.byref(args))
-    if not f:
-        _fuse_unmount(mp, ch)
+        session = _lowlevel_new(ctypes.byref(args), ctypes.byref(adapter.ops),
+                                ctypes.sizeof(_LowLevelOps), None)
+    _opt_free_args(ctypes.byref(args))
+    if not session:
+        _fuse_unmount(mp, chan)
         raise MountFailed(_clean(cap.text) or "cannot start the FUSE session")
-    session = _lib.fuse_get_session(f)
+    _session_add_chan(session, chan)
     if threading.current_thread() is threading.main_thread():
-        # libfuse installs its handlers only over SIG_DFL.
+        def stop(signum, frame):
+            _fuse_unmount(mp, None)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-    _lib.fuse_set_signal_handlers(session)
-
-    def probe() -> None:
+            signal.signal(sig, stop)
+    workers = [threading.Thread(target=_worker, args=(session, chan), name=f"fusefs-{i}",
+                                daemon=True) for i in range(max(1, threads))]
+    try:
+        for t in workers:
+            t.start()
         try:
             os.stat(mountpoint)
         except OSError as exc:
             ready(f"mount {mountpoint}: {exc.strerror}")
-            return
-        ready(None)
-
-    threading.Thread(target=probe, name="fusefs-ready", daemon=True).start()
-    try:
-        _lib.fuse_loop_mt(f)
+        else:
+            ready(None)
+        for t in workers:
+            t.join()
     finally:
-        _lib.fuse_remove_signal_handlers(session)
-        _fuse_unmount(mp, ch)
-        _lib.fuse_destroy(f)
+        _session_remove_chan(chan)
+        _session_destroy(session)
+        _fuse_unmount(mp, chan)
 
 
 def _clean(text: str) -> str:

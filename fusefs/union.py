@@ -35,7 +35,7 @@ import stat
 import threading
 from typing import NamedTuple
 
-from fusefs import _libc, copyup, meta, whiteout
+from fusefs import copyup, meta, whiteout
 from fusefs.layer import InodeNumbers, Layer
 
 NAME_MAX = 255
@@ -287,20 +287,17 @@ class Union:
         e = self.lookup(path)
         return os.readlink(e.real)
 
-    def open(self, path: str, flags: int) -> tuple[int, bool]:
-        """Open for I/O; returns (fd, whether the kernel may keep its cache)."""
+    def open(self, path: str, flags: int) -> int:
+        """Open the backing file for I/O (a write open copies it up first)."""
         write = (flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC
+        if write:
+            self._need_upper()
         with self.lock:
             e = self.lookup(path)
             if write and e.layer != 0:
                 e = self.copy_up(e, data=not flags & os.O_TRUNC)
-        fd = os.open(e.real, (flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY))
-                     | os.O_NOFOLLOW | os.O_CLOEXEC)
-        # Lower files never change; an upper file with one name changes only
-        # through this kernel inode. Other names of a hard link are other
-        # kernel inodes (libfuse's high-level API), so their caches must go.
-        keep = e.layer != 0 or self.upper is None or e.st.st_nlink == 1
-        return fd, keep
+        return os.open(e.real, (flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY))
+                       | os.O_NOFOLLOW | os.O_CLOEXEC)
 
     def statfs(self) -> os.statvfs_result:
         return os.statvfs(self.layers[0].root)

@@ -29,19 +29,10 @@ import os
 import signal
 import socket
 import sys
-import time
 
 from rootless import protocol as P
 from rootless.ns import sys as nsys
-
-_T0 = int(os.environ.get("PRUN_TIMING_T0", "0"))
-
-
-def timing(stage: str) -> None:
-    """With PRUN_TIMING_T0 set, note when ``stage`` ended (start-time breakdown)."""
-    if _T0:
-        ms = (time.monotonic_ns() - _T0) / 1e6
-        os.write(2, f"prun: timing: {stage} {ms:.1f}\n".encode())
+from rootless.timing import mark as timing
 
 
 def _read_all(fd: int) -> bytes:
@@ -57,6 +48,10 @@ def _read_all(fd: int) -> bytes:
 
 def fuse_server(helper: int, go_r: int, ready_w: int) -> None:
     nsys.prctl(nsys.PR_SET_PDEATHSIG, signal.SIGKILL)
+    # serve() imports the fusepy adapter lazily; import it now, while the
+    # helper is still waiting for the id maps, not on the critical path.
+    import fusefs.fs
+    import fusefs.ops  # noqa: F401
     from fusefs.server import FuseMountError, MountSpec, serve
     timing("fuse-imports")
     data = _read_all(go_r)
@@ -278,10 +273,13 @@ def run(sock: socket.socket) -> int:
         os.write(cgo_w, b"g")
     os.close(cgo_w)
     _, status = os.waitpid(cpid, 0)
+    timing("container-exited")
     code = os.waitstatus_to_exitcode(status)
     code = 128 - code if code < 0 else code
     if fpid:
-        os.kill(fpid, signal.SIGTERM)
+        # Every write already reached the upper dir (FUSE writes are
+        # synchronous here); the mount dies with our mount namespace.
+        os.kill(fpid, signal.SIGKILL)
         os.waitpid(fpid, 0)
     P.send(sock, P.Exited(code))
     return 0

@@ -52,7 +52,14 @@ class RunRequest:
     tmpfs: list[str] = field(default_factory=list)
     read_only: bool = False
     read_only_tmpfs: bool = True
-    network: str = "none"
+    network: str = "slirp4netns"
+    publish: list[str] = field(default_factory=list)       # -p (netstack.ports grammar)
+    publish_all: bool = False                              # -P
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_option: list[str] = field(default_factory=list)
+    add_host: list[str] = field(default_factory=list)
+    no_hosts: bool = False
     cap_add: list[str] = field(default_factory=list)
     cap_drop: list[str] = field(default_factory=list)
     privileged: bool = False
@@ -67,6 +74,7 @@ class RunRequest:
     restart: str = "no"
     log_opt: list[str] = field(default_factory=list)
     stop_timeout: float = 10.0
+    cgroup: object = None                # rootless.cgroups.manager.CgroupRequest (None: defaults)
 
 
 @dataclass

@@ -23,28 +23,33 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
-from rootless import idmap
+from rootless import idmap, timing
 from rootless import protocol as P
 from rootless.errors import (CommandCannotRun, CommandNotFound, ConflictError, ContainerError,
                              PrunError)
+from rootless.helper_client import Helper, HelperDied, take
 from rootless.paths import Paths, ensure_private_dir
 from rootless.runspec import BuildContext, RunRequest, build
 
 # network mode -> "module:factory" of its hook (None: built in)
-NETWORKS: dict[str, str | None] = {"none": None, "host": None}
-DEFAULT_NETWORK = "none"
-# "module:factory" called with the RunRequest; returns a RunHooks or None
-HOOKS: list[str] = []
+# (called with the request, the container id and the image config)
+NETWORKS: dict[str, str | None] = {"slirp4netns": "netstack.network:hook",
+                                   "none": "netstack.network:hook",
+                                   "host": "netstack.network:hook"}
+DEFAULT_NETWORK = "slirp4netns"
+# "module:factory" called like a network's; returns a RunHooks or None
+HOOKS: list[str] = ["rootless.cgroups.hook:factory"]
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2)
 
 
 class RunHooks:
     """Extension points of a run (see the module rules); the defaults do nothing."""
+
+    cid = ""   # the container's id, set before the first call
 
     def etc_files(self, files: dict[str, str]) -> None:
         """Edit the generated /etc files' contents (key: container path)."""
@@ -66,48 +71,33 @@ def _factory(target: str):
     return getattr(importlib.import_module(module), attr)
 
 
-def load_hooks(req: RunRequest) -> list[RunHooks]:
+def load_hooks(req: RunRequest, cid: str, config: dict) -> list[RunHooks]:
     hooks = []
-    net = NETWORKS.get(req.network)
-    for target in ([net] if net else []) + HOOKS:
-        hook = _factory(target)(req)
+    net = NETWORKS.get(req.network.partition(":")[0])
+    if net:
+        hooks.append(_factory(net)(req, cid, config))
+    for target in HOOKS:
+        hook = _factory(target)(req, cid, config)
         if hook is not None:
             hooks.append(hook)
     return hooks
 
 
-class Helper:
-    """The helper process and our end of its socket."""
+class Conversation:
+    """The supervisor's side of the protocol over a helper's socket."""
 
-    def __init__(self, detach: bool = False) -> None:
-        import subprocess
-
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pkg = str(Path(__file__).resolve().parent.parent)
-        site = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
-        env = {k: v for k, v in os.environ.items() if k.startswith(("PRUN_", "LANG", "LC_"))}
-        env["PYTHONPATH"] = os.pathsep.join([pkg, *site])
-        env["FUSE_LIBRARY_PATH"] = "libfuse.so.2"   # fusepy: skip find_library's ldconfig run
-        # -d: the helper outlives us as the container's keeper (own session,
-        # no terminal; see rootless.containers.helperkeeper).
-        null = subprocess.DEVNULL if detach else None
-        self.proc = subprocess.Popen(
-            [sys.executable, "-S", "-P", "-m", "rootless._helper", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),), env=env, start_new_session=detach,
-            stdin=null, stdout=null, stderr=null)
-        theirs.close()
-        self.sock = ours
+    def __init__(self, helper: Helper) -> None:
+        self.helper = helper
+        self.sock = helper.sock
 
     def send(self, msg: P.Message) -> None:
-        P.send(self.sock, msg)
+        self.helper.send(msg)
 
     def recv(self) -> tuple[P.Message, list[int]]:
         try:
-            return P.recv(self.sock)
-        except P.ProtocolError:
-            code = self.proc.wait()
-            raise ContainerError(f"run the container: the namespace helper exited "
-                                 f"(status {code}) before reporting",
+            return self.helper.recv()
+        except HelperDied as exc:
+            raise ContainerError(f"run the container: {exc}",
                                  hint="rerun with --log-level debug") from None
 
     def expect(self, kind: type[P.Message]) -> P.Message:
@@ -118,12 +108,6 @@ class Helper:
             raise ContainerError(f"run the container: the helper sent {type(msg).__name__}, "
                                  f"expected {kind.__name__}")
         return msg
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.sock.close()
 
 
 def failure(msg: P.Failed) -> PrunError:
@@ -213,19 +197,19 @@ def run(req: RunRequest, existing: str | None = None) -> int:
     again (``prun start``): its dir and upper layer are reused, its name is
     already its own.
     """
-    import secrets
     import shutil
 
-    if req.network not in NETWORKS:
+    if req.network.partition(":")[0] not in NETWORKS:
         from rootless.errors import UsageError
         raise UsageError(f"use --network {req.network}: unknown network mode",
                          hint=f"modes: {', '.join(NETWORKS)}")
+    timing.mark("cli")
     if req.detach:
         from rootless.containers.detach import check_request
         check_request(req, paths=Paths.from_env())
     paths = Paths.from_env()
-    helper = Helper(req.detach)
-    cid = existing or secrets.token_hex(32)
+    helper = take(detach=req.detach)
+    cid = existing or os.urandom(32).hex()
     cdir = paths.data / "containers" / cid
     rdir = ensure_private_dir(paths.runtime) / "containers" / cid
     hooks: list[RunHooks] = []
@@ -240,7 +224,7 @@ def run(req: RunRequest, existing: str | None = None) -> int:
         mountpoint.mkdir()
         config, rootfs = _rootfs(req, paths, cdir, mountpoint)
         maps = _maps(req)
-        hooks = load_hooks(req)
+        hooks = load_hooks(req, cid, config)
         hostname = req.hostname or cid[:12]
         etc = {}
         for path, text in _etc_files(req, hostname, hooks).items():
@@ -258,17 +242,18 @@ def run(req: RunRequest, existing: str | None = None) -> int:
         if req.detach:
             from rootless.containers import detach
             store, record = detach.register_spec(paths, cid, req, spec)
-            _drive(helper, spec, maps, req, hooks)
-            detach.handed_over(store, record, helper.proc.pid)
+            _drive(Conversation(helper), spec, maps, req, hooks)
+            detach.handed_over(store, record, helper.pid)
             detached = True
             if not existing:
                 print(cid, flush=True)
             return 0
-        return _drive(helper, spec, maps, req, hooks)
+        return _drive(Conversation(helper), spec, maps, req, hooks)
     finally:
         # -d: the keeper (the helper) now owns the helper, rdir and the hooks.
         if not detached:
             helper.close()
+            timing.mark("helper-exited")
             for hook in hooks:
                 hook.close()
             shutil.rmtree(rdir, ignore_errors=True)
@@ -276,12 +261,14 @@ def run(req: RunRequest, existing: str | None = None) -> int:
                 shutil.rmtree(cdir, ignore_errors=True)
                 if name_link is not None:
                     name_link.unlink(missing_ok=True)
+        timing.mark("cleanup")
 
 
-def _drive(helper: Helper, spec: dict, maps: idmap.IdMaps, req: RunRequest,
+def _drive(helper: Conversation, spec: dict, maps: idmap.IdMaps, req: RunRequest,
            hooks: list[RunHooks]) -> int:
     helper.send(P.Spec(spec))
     ready = helper.expect(P.UsernsReady)
+    timing.mark("helper-userns")
     idmap.apply(ready.pid, maps)
     helper.send(P.MapsDone())
     ns = helper.expect(P.NamespacesReady)

@@ -46,6 +46,10 @@ COMMANDS: dict[str, dict[str, str]] = {
         "rename": "rootless.cli.containers:rename",
         "container": "rootless.cli.containers:container",
         "volume": "rootless.cli.volumes:volume",
+        "port": "rootless.cli.network:port",
+        "stats": "rootless.cli.cgroups:stats",
+        "pause": "rootless.cli.cgroups:pause",
+        "unpause": "rootless.cli.cgroups:unpause",
     },
     "Manage images": {
         "pull": "rootless.cli.images:pull",
@@ -64,6 +68,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "System": {
         "info": "rootless.cli.system:info",
         "version": "rootless.cli.system:version",
+        "system": "rootless.cli.system:system",
     },
 }
 

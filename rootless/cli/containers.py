@@ -262,7 +262,12 @@ def render_template(fmt: str, doc: dict) -> str:
 @click.argument("container")
 @click.argument("new_name")
 def rename(container: str, new_name: str) -> int:
-    """Give CONTAINER the name NEW_NAME."""
+    """Give CONTAINER the name NEW_NAME.
+
+    \b
+    Example:
+      prun rename eager_lynx web
+    """
     store = _store()
     store.rename(store.resolve(container), new_name)
     return 0
@@ -270,13 +275,23 @@ def rename(container: str, new_name: str) -> int:
 
 @click.group(short_help="Manage containers (prune).")
 def container() -> None:
-    """Commands on containers as a group."""
+    """Commands on containers as a group.
+
+    \b
+    Example:
+      prun container prune
+    """
 
 
 @container.command(short_help="Remove all stopped containers.")
 @click.option("-f", "--force", is_flag=True, help="Do not ask (prun never asks; accepted for docker).")
 def prune(force: bool) -> int:
-    """Remove every container that is not running."""
+    """Remove every container that is not running.
+
+    \b
+    Example:
+      prun container prune -f
+    """
     from rootless.containers import lifecycle
     store = _store()
     for c in store.list():

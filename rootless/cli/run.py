@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import click
 
+from rootless.cli.cgroup_flags import cgroup_options, cgroup_request
+
 MULTI = {"multiple": True, "metavar": "VALUE"}
 
 
@@ -33,7 +35,18 @@ MULTI = {"multiple": True, "metavar": "VALUE"}
 @click.option("--read-only-tmpfs", type=bool, default=True, show_default=True,
               help="With --read-only, mount tmpfs on /tmp, /var/tmp and /run.")
 @click.option("--network", "--net", "network", default=None,
-              help="Network mode: none or host [default: none].")
+              help="Network mode: slirp4netns[:allow_host_loopback=true,mtu=N,cidr=…,"
+                   "enable_ipv6=true,outbound_addr=IP], none or host [default: slirp4netns].")
+@click.option("-p", "--publish", **MULTI,
+              help="Publish [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp] (ranges a-b; no host port: "
+                   "a free one).")
+@click.option("-P", "--publish-all", is_flag=True,
+              help="Publish every port the image EXPOSEs on a free host port.")
+@click.option("--dns", **MULTI, help="DNS server for /etc/resolv.conf.")
+@click.option("--dns-search", **MULTI, help="DNS search domain ('.' for none).")
+@click.option("--dns-option", **MULTI, help="resolv.conf option (e.g. ndots:2).")
+@click.option("--add-host", **MULTI, help="Add NAME:IP to /etc/hosts (IP may be host-gateway).")
+@click.option("--no-hosts", is_flag=True, help="Keep the image's /etc/hosts.")
 @click.option("--cap-add", **MULTI, help="Add a capability (or ALL).")
 @click.option("--cap-drop", **MULTI, help="Drop a capability (or ALL).")
 @click.option("--privileged", is_flag=True,
@@ -57,6 +70,7 @@ MULTI = {"multiple": True, "metavar": "VALUE"}
 @click.option("--log-opt", **MULTI, help="With -d: max-size=SIZE, max-file=N (log rotation).")
 @click.option("--stop-timeout", type=float, default=10.0, show_default=True,
               help="Seconds `prun stop` waits before SIGKILL.")
+@cgroup_options
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(image: str, command: tuple[str, ...], **opts) -> int:
@@ -71,6 +85,7 @@ def run(image: str, command: tuple[str, ...], **opts) -> int:
     from rootless.runspec import RunRequest
 
     net = opts.pop("network") or supervisor.DEFAULT_NETWORK
-    req = RunRequest(image=image, command=list(command), network=net,
+    cgroup = cgroup_request(opts)
+    req = RunRequest(image=image, command=list(command), network=net, cgroup=cgroup,
                      **{k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()})
     return supervisor.run(req)

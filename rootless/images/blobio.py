@@ -39,8 +39,11 @@ class BlobTee:
         self._head = b""
 
     def read(self, n: int = CHUNK) -> bytes:
-        data = self._head or self.source.read(n if n > 0 else CHUNK)
-        self._head = b""
+        n = n if n > 0 else CHUNK
+        if self._head:
+            data, self._head = self._head[:n], self._head[n:]
+        else:
+            data = self.source.read(n)
         if data:
             self.hash.update(data)
             self.size += len(data)
@@ -54,7 +57,6 @@ class BlobTee:
         """The first bytes, without consuming them (compression sniffing)."""
         if not self._head:
             self._head = self.source.read(CHUNK)
-            return self._head
         return self._head
 
     @property
@@ -80,7 +82,22 @@ class Decompressed:
                 raw, read_size=CHUNK, read_across_frames=True, closefd=False)
 
     def read(self, n: int = CHUNK) -> bytes:
+        """Up to ``n`` bytes; fewer only at the end (tarfile's copy needs that)."""
         n = n if n > 0 else CHUNK
+        first = self._read(n)
+        if len(first) == n or not first:
+            return first
+        parts = [first]
+        got = len(first)
+        while got < n:
+            more = self._read(n - got)
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
+
+    def _read(self, n: int) -> bytes:
         try:
             if self.kind is None:
                 return self.raw.read(n)

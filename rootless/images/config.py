@@ -77,7 +77,12 @@ def load(env: Mapping[str, str] | None = None) -> RegistriesConfig:
             continue
         except OSError as exc:
             raise UsageError(f"read registries configuration {path}: {exc.strerror}") from exc
-        return parse(data.decode(), path)
+        text = data.decode()
+        if not any(line.strip() and not line.lstrip().startswith("#")
+                   for line in text.splitlines()):
+            # Distros ship an all-comments file: skip tomllib (start-up time).
+            return RegistriesConfig(source=path)
+        return parse(text, path)
     return RegistriesConfig()
 
 

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import json
-import platform as _platform
+import os
 from dataclasses import dataclass, field
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -121,7 +121,7 @@ def parse_index(data: bytes) -> list[Descriptor]:
 
 
 def host_platform() -> str:
-    machine = _platform.machine()
+    machine = os.uname().machine
     arch = _ARCH.get(machine, machine)
     if arch == "arm64":
         return "linux/arm64/v8"

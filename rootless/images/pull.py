@@ -21,9 +21,6 @@ the user wrote it>: <cause>`` with a hint.
 from __future__ import annotations
 
 import errno
-import hashlib
-import queue
-import threading
 from dataclasses import dataclass, field
 
 from rootless.errors import PrunError, RegistryError, StoreError, UsageError
@@ -105,7 +102,7 @@ def _pull_one(text: str, ref: reference.Reference, store: Store, options: PullOp
 
     if ref.digest:
         hit = store.name_digest(f"{ref.name}@{ref.digest}")
-        if hit and _complete(store, hit[0]):
+        if hit and _present(store, hit[0], wanted):
             return PullResult(hit[0], str(ref), ref.digest, up_to_date=True)
 
     client = RegistryClient(ref.domain, op=op, tls_verify=options.tls_verify,
@@ -114,7 +111,7 @@ def _pull_one(text: str, ref: reference.Reference, store: Store, options: PullOp
     try:
         if not ref.digest:
             hit = store.name_digest(ref.tagged)
-            if hit and _complete(store, hit[0]):
+            if hit and _present(store, hit[0], wanted):
                 remote = client.head_manifest(ref.path, ref.manifest_ref)
                 if remote == hit[1]:
                     reporter.say(f"Image {ref} is up to date")
@@ -161,8 +158,15 @@ def _pull_one(text: str, ref: reference.Reference, store: Store, options: PullOp
         client.close()
 
 
-def _complete(store: Store, image_id: str) -> bool:
-    return all(store.layer_dir(r["diff_id"]).is_dir() for r in store.image_layers(image_id))
+def _present(store: Store, image_id: str, wanted: str) -> bool:
+    """The stored image is whole and of the wanted platform."""
+    if not all(store.layer_dir(r["diff_id"]).is_dir() for r in store.image_layers(image_id)):
+        return False
+    cfg = store.config(image_id)
+    os_, arch, variant = media.parse_platform(wanted)
+    have = cfg.get("variant")
+    return cfg.get("os") == os_ and cfg.get("architecture") == arch and \
+        (variant is None or have is None or have == variant)
 
 
 def _kind(client, body: bytes, ctype: str) -> str:
@@ -174,10 +178,13 @@ def _kind(client, body: bytes, ctype: str) -> str:
 
 
 def _verify(client, data: bytes, digest: str | None, what: str) -> str:
+    import hashlib
+
     actual = "sha256:" + hashlib.sha256(data).hexdigest()
     if digest and digest.startswith("sha256:") and actual != digest:
         raise client.fail(f"{what} has digest {actual}, expected {digest}",
-                          hint="the registry or a proxy sent corrupt data; try again")
+                          hint="the registry or a proxy sent corrupt data; nothing was "
+                               "stored; try again")
     return actual
 
 
@@ -185,6 +192,9 @@ def _layers(op: str, client, ref: reference.Reference, store: Store,
             manifest: media.Manifest, diff_ids: list[str],
             reporter: Reporter) -> tuple[list[LayerRecord], list[str]]:
     """Make every layer present; parallel, cancellable, at most once each."""
+    import queue
+    import threading
+
     records: dict[str, LayerRecord] = {}
     todo = []
     for desc, diff_id in zip(manifest.layers, diff_ids):
@@ -254,8 +264,10 @@ def _layers(op: str, client, ref: reference.Reference, store: Store,
     return [records[d] for d in diff_ids], downloaded
 
 
-def _get(results: queue.Queue):
+def _get(results):
     # A timeout keeps the main thread responsive to Ctrl-C.
+    import queue
+
     while True:
         try:
             return results.get(timeout=0.5)

@@ -34,7 +34,6 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
 import shutil
 import sqlite3
 import threading
@@ -140,7 +139,7 @@ class Store:
 
     def new_tmp(self, what: str) -> Path:
         self.db  # noqa: B018 -- creates the directories
-        return self.tmp / f"{os.getpid()}-{secrets.token_hex(6)}-{what}"
+        return self.tmp / f"{os.getpid()}-{os.urandom(6).hex()}-{what}"
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
@@ -222,10 +221,20 @@ class Store:
         try:
             with open(blob_tmp, "wb") as sink:
                 tee = blobio.BlobTee(source, sink, progress)
-                tar = blobio.Hashing(blobio.Decompressed(tee))
-                dir_tmp.mkdir()
-                unpack.unpack(tar, str(dir_tmp))
-                tar.drain()
+                try:
+                    tar = blobio.Hashing(blobio.Decompressed(tee))
+                    dir_tmp.mkdir()
+                    unpack.unpack(tar, str(dir_tmp))
+                    tar.drain()
+                except (blobio.CorruptBlob, unpack.UnsafeLayer) as exc:
+                    # Bad content may be a damaged download: name that cause.
+                    if blob_digest is not None:
+                        while tee.read():
+                            pass
+                        if tee.digest != blob_digest:
+                            raise blobio.CorruptBlob(f"blob has digest {tee.digest}, "
+                                                     f"expected {blob_digest}") from exc
+                    raise
                 while tee.read():
                     pass
             if blob_digest is not None and tee.digest != blob_digest:

@@ -51,7 +51,7 @@ def test_pid_1_hostname_and_root_identity(bb):
 
 
 def test_default_hostname_is_short_id_and_ps_sees_only_the_container(bb):
-    out = prun("run", "--rm", "--rootfs", bb, "sh", "-c", "hostname; ps -o pid,comm")
+    out = prun("run", "--rm", "--rootfs", bb, "sh", "-c", "hostname; ps -o pid,comm; true")
     lines = out.stdout.split("\n")
     assert len(lines[0]) == 12 and all(c in "0123456789abcdef" for c in lines[0])
     procs = [line.split() for line in lines[2:] if line.strip()]
