@@ -231,6 +231,10 @@ class Slirp:
             self.proc.wait()
         _remove_state(self.state_dir)
 
+    def exit_fds(self) -> list[int]:
+        """The exit pipe's write end: whoever holds it keeps slirp4netns alive."""
+        return [self._exit_w] if self._exit_w >= 0 else []
+
     def __enter__(self) -> Slirp:
         return self
 

@@ -52,8 +52,8 @@ class Helper:
         self.sock = ours
         self.status: int | None = None
 
-    def send(self, msg: P.Message) -> None:
-        P.send(self.sock, msg)
+    def send(self, msg: P.Message, fds: list[int] | None = None) -> None:
+        P.send(self.sock, msg, fds)
 
     def recv(self) -> tuple[P.Message, list[int]]:
         try:

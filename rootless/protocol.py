@@ -16,6 +16,8 @@ Rules:
     C→S Created         container pid (host view), stopped before exec
     S→H Go              hooks are done (cgroup, network): exec now
     H→S Exited          the container's exit code (128+N for signal N)
+    S→H Hold            (with -d) fds the keeper must hold, e.g. slirp4netns's
+                        exit pipe, so the network lives as long as the keeper
     H→S Detached        (with -d, instead of Exited) the helper keeps the
                         container (rootless.containers.helperkeeper)
   Any side may instead send Failed(message, hint, exit_code) and stop.
@@ -80,6 +82,12 @@ class Exited(Message):
     __slots__ = ("code",)
 
 
+class Hold(Message):
+    """S→H with -d, after Go: fds the keeper holds for the container's life
+    (e.g. slirp4netns's exit pipe), as SCM_RIGHTS."""
+    __slots__ = ()
+
+
 class Detached(Message):
     """H→S with -d, instead of Exited: the helper now keeps the container."""
     __slots__ = ("pid",)
@@ -90,7 +98,7 @@ class Failed(Message):
 
 
 TYPES = {cls.__name__: cls for cls in (Spec, UsernsReady, MapsDone, NamespacesReady, Pty,
-                                       Created, Go, Exited, Detached, Failed)}
+                                       Created, Go, Hold, Exited, Detached, Failed)}
 
 
 class ProtocolError(Exception):

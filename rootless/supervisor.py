@@ -63,6 +63,11 @@ class RunHooks:
     def close(self) -> None:
         """The container is gone (or never started): release resources."""
 
+    def detach_fds(self) -> list[int]:
+        """With -d: fds the keeper must hold while the container lives (the
+        supervisor exits and close() is not called)."""
+        return []
+
 
 def _factory(target: str):
     import importlib
@@ -90,8 +95,8 @@ class Conversation:
         self.helper = helper
         self.sock = helper.sock
 
-    def send(self, msg: P.Message) -> None:
-        self.helper.send(msg)
+    def send(self, msg: P.Message, fds: list[int] | None = None) -> None:
+        self.helper.send(msg, fds)
 
     def recv(self) -> tuple[P.Message, list[int]]:
         try:
@@ -289,6 +294,8 @@ def _drive(helper: Conversation, spec: dict, maps: idmap.IdMaps, req: RunRequest
     previous = {sig: signal.signal(sig, lambda s, _f: _forward(pid, s)) for sig in FORWARDED}
     try:
         helper.send(P.Go())
+        if spec.get("detach"):
+            helper.send(P.Hold(), [fd for hook in hooks for fd in hook.detach_fds()])
         failed = None
         if master is not None:
             from rootless.ptyrelay import relay

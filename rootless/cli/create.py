@@ -16,14 +16,10 @@ def _create(image: str, command: tuple[str, ...], **opts) -> int:
       prun create --name web busybox httpd -f -p 8080
       prun start web
     """
-    from rootless import supervisor
+    from rootless.cli.run import build_request
     from rootless.containers import detach
-    from rootless.runspec import RunRequest
     opts["detach"] = True
-    net = opts.pop("network") or supervisor.DEFAULT_NETWORK
-    req = RunRequest(image=image, command=list(command), network=net,
-                     **{k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()})
-    click.echo(detach.create(req).id)
+    click.echo(detach.create(build_request(image, command, opts)).id)
     return 0
 
 

@@ -116,14 +116,16 @@ def start(store: Store, c: Container) -> Container:
     """Start a created or exited container again through the supervisor."""
     import os
 
+    import base64
+    import pickle
+
     from rootless import supervisor
-    from rootless.runspec import RunRequest
     lifecycle.refresh(store, c)
     if lifecycle.is_live(c):
         return c
     for d in store.runtime_dirs(c.id):
         remove_tree(d)
-    req = RunRequest(**c.config["request"])
+    req = pickle.loads(base64.b64decode(c.config["request"]))
     here = os.getcwd()
     os.chdir(c.config["cwd"])  # relative -v paths mean what they meant at create time
     try:
@@ -145,9 +147,14 @@ def register(store: Store, cid: str, req, args: list[str]) -> Container:
               "entrypoint": req.entrypoint, "network": req.network, "volumes": vols + anonymous,
               "anonymous_volumes": anonymous, "mounts_view": mounts_view(cid, req.volumes, store), "tty": req.tty,
               "interactive": req.interactive}
+    import base64
     import dataclasses
     import os
-    config["request"] = {**dataclasses.asdict(req), "detach": True}
+    import pickle
+    # pickle, not JSON: the request nests dataclasses (cgroup limits) that
+    # `start` must get back as they were; the store is the user's own.
+    config["request"] = base64.b64encode(
+        pickle.dumps(dataclasses.replace(req, detach=True))).decode()
     config["cwd"] = os.getcwd()
     return store.add(Container(id=cid, name=req.name or "", image=req.image, image_id="",
                                command=list(args), created=time.time(),

@@ -23,6 +23,9 @@ Rules:
   foreground; then the helper clears its own PR_SET_PDEATHSIG (the
   supervisor is about to exit), sends Detached and closes the socket.
   Restarts: the same init code with a private socketpair and no hooks.
+- The supervisor's Hold message brings fds whose lifetime must be the
+  container's (slirp4netns exits when its exit pipe reaches EOF): kept
+  CLOEXEC here, closed in ``cleanup`` or by the kernel when we die.
 - ``cleanup`` stops the FUSE server (its mount lives only in the helper's
   mount namespace, so nothing stays mounted on the host).
 """
@@ -45,6 +48,7 @@ class InitWorkload:
         self.fuse_pid = fuse_pid
         self.first: tuple[int, int, int] | None = None
         self.sock: socket.socket | None = None   # restarts: init's Failed messages land here
+        self.held: list[int] = []   # the supervisor's Hold fds (slirp4netns's exit pipe)
 
     def spawn(self, sock: socket.socket) -> tuple[int, int, int, int, int]:
         """Fork P → C; return (C's pid, stdout, stderr, C's ready fd, C's go fd)."""
@@ -103,6 +107,9 @@ class InitWorkload:
         return cpid, out_r, err_r
 
     def cleanup(self) -> None:
+        for fd in self.held:
+            os.close(fd)  # slirp4netns sees EOF on its exit pipe and ends
+        self.held = []
         if not self.fuse_pid:
             return
         try:
@@ -127,6 +134,12 @@ def keep(sock: socket.socket, spec: dict, fuse_pid: int, init) -> int:
     P.send(sock, P.Created(cpid))
     P.expect(sock, P.Go)
     os.write(cgo_w, b"g")
+    held, fds = P.recv(sock)
+    if not isinstance(held, P.Hold):
+        raise P.ProtocolError(f"expected Hold, got {type(held).__name__}")
+    for fd in fds:
+        os.set_inheritable(fd, False)  # held by the keeper only, never by the container
+    work.held = fds
     os.close(cready_r)
     os.close(cgo_w)
     work.first = (cpid, out_r, err_r)

@@ -238,3 +238,30 @@ def test_create_start_restart(image):
     assert p(image, "exec", "later", "ls", "/kept").returncode == 0  # same upper layer
     ok(image, "stop", "-t", "0", "later")
     ok(image, "rm", "later")
+
+
+def test_published_port_survives_the_detach_and_dies_with_the_keeper(image, tmp_path):
+    import socket
+    import urllib.request
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    (tmp_path / "index.html").write_text("served detached\n")
+    cid = ok(image, "run", "-d", "--name", "pub", "-p", f"127.0.0.1:{port}:80",
+             "-v", f"{tmp_path}:/www:ro", "IMAGE", "httpd", "-f", "-p", "80", "-h", "/www").strip()
+
+    def fetch():
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read()
+        except OSError:
+            return None
+    assert until(fetch) == b"served detached\n"
+    ref, env = image
+    state = Path(env["PRUN_RUNROOT"]) / "c" / cid[:12]
+    slirp = int((state / "net" / "slirp4netns.pid").read_text())
+    keeper = json.loads((state / "state.json").read_text())["keeper_pid"]
+    os.kill(keeper, signal.SIGKILL)
+    until(lambda: not procs_of(slirp) or Path(f"/proc/{slirp}/stat").read_text().split()[2] == "Z")
+    assert fetch() is None
+    ok(image, "rm", "pub")
