@@ -8,7 +8,8 @@ Rules:
   restart policy, log rotation, stop signal and timeout); it travels in the
   wire spec under "detach".
 - ``handed_over`` records the keeper (the helper's pid and /proc start
-  time) once the helper sent Detached; from then on the keeper's state.json
+  time) and the published ports the network hook chose, once the helper
+  sent Detached; from then on the keeper's state.json
   is the truth and lifecycle.refresh reads it.
 - ``create`` records a container with its RunRequest and working dir;
   ``start`` runs that request again through the supervisor with the same
@@ -192,4 +193,10 @@ def handed_over(store: Store, c: Container, keeper_pid: int) -> Container:
     st = keeper.read_state(str(store.run_dir(c.id)))
     if st is not None:
         lifecycle.fold(store, c, st)
+    from netstack.network import read_ports
+    ports = read_ports(store.run_dir(c.id) / "net")
+    if ports:
+        store.update(c, config={**c.config, "ports": [
+            {"host_ip": p.host_ip, "host_port": p.host_port, "container_port": p.container_port,
+             "proto": p.proto} for p in ports]})
     return c

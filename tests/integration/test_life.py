@@ -257,6 +257,9 @@ def test_published_port_survives_the_detach_and_dies_with_the_keeper(image, tmp_
         except OSError:
             return None
     assert until(fetch) == b"served detached\n"
+    assert f"127.0.0.1:{port}->80/tcp" in ok(image, "ps")
+    assert inspect(image, "pub")["NetworkSettings"]["Ports"] == {
+        "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
     ref, env = image
     state = Path(env["PRUN_RUNROOT"]) / "c" / cid[:12]
     slirp = int((state / "net" / "slirp4netns.pid").read_text())
