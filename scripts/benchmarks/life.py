@@ -2,11 +2,10 @@
 `prun run -d` next to real `podman run -d`, the same busybox image.
 
 Idle memory sums a container's long-lived processes other than the
-container's own: prun's keeper (the helper, which also waits on the FUSE
-server) and FUSE server; podman's conmon and fuse-overlayfs. Both run with
---network none (prun's slirp4netns is the networking branch's; with it each
-side adds one slirp4netns, ~1.5 MiB RSS). RSS counts shared pages in full,
-PSS splits them among the processes sharing them.
+container's own: prun's keeper (the helper), FUSE server and slirp4netns;
+podman's conmon, fuse-overlayfs and slirp4netns (both with their default
+network, slirp4netns). RSS counts shared pages in full, PSS splits them
+among the processes sharing them.
 """
 
 from __future__ import annotations
@@ -67,7 +66,7 @@ def _run_d(ctx: Context, n: int, tool: str) -> float:
         if tool == "prun":
             ctx.run(_prun(ctx, "run", "-d", REF, "sleep", "1000"))
         else:
-            ctx.run(ctx.podman(["run", "-d", "--network", "none", REF, "sleep", "1000"]))
+            ctx.run(ctx.podman(["run", "-d", REF, "sleep", "1000"]))
     return time.perf_counter() - start
 
 
@@ -95,12 +94,26 @@ def _prun_pids(ctx: Context) -> list[int]:
     cid = ctx.run(_prun(ctx, "ps", "-q", "--no-trunc"), text=True).stdout.split()[0]
     state = json.loads((ctx.tmp / "run" / "c" / cid[:12] / "state.json").read_text())
     keeper = state["keeper_pid"]
-    return [keeper] + [c for c in _children(keeper) if c != state["pid"]]
+    slirp = int((ctx.tmp / "run" / "c" / cid[:12] / "net" / "slirp4netns.pid").read_text())
+    return [keeper, slirp] + [c for c in _children(keeper) if c != state["pid"]]
 
 
-def _podman_pids(ctx: Context) -> list[int]:
-    """This run's container's conmon (from inspect) and its fuse-overlayfs
-    (the one whose mount options name this benchmark's podman store)."""
+def _slirps(uid: int) -> set[int]:
+    found = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if os.stat(f"/proc/{d}").st_uid == uid and _comm(int(d)) == "slirp4netns":
+                    found.add(int(d))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return found
+
+
+def _podman_pids(ctx: Context, slirps_before: set[int]) -> list[int]:
+    """This run's container's conmon (from inspect), its fuse-overlayfs
+    (the one whose mount options name this benchmark's podman store) and
+    the slirp4netns that appeared with it."""
     cid = ctx.run(ctx.podman(["ps", "-q", "--no-trunc"]), text=True).stdout.split()[0]
     conmon = int(ctx.run(ctx.podman(["inspect", "-f", "{{.State.ConmonPid}}", cid]),
                          text=True).stdout.strip())
@@ -114,7 +127,7 @@ def _podman_pids(ctx: Context) -> list[int]:
                 continue
             if cmd.startswith(b"/usr/bin/fuse-overlayfs") and store.encode() in cmd:
                 found.append(int(d))
-    return found
+    return found + sorted(_slirps(ctx.uid) - slirps_before)
 
 
 def _idle(ctx: Context, which: int) -> dict[str, float]:
@@ -122,9 +135,10 @@ def _idle(ctx: Context, which: int) -> dict[str, float]:
     time.sleep(1)
     result = {"prun": sum(_mem(p)[which] for p in _prun_pids(ctx))}
     if ctx.state["podman"]:
+        before = _slirps(ctx.uid)
         _run_d(ctx, 1, "podman")
         time.sleep(1)
-        result["podman"] = sum(_mem(p)[which] for p in _podman_pids(ctx))
+        result["podman"] = sum(_mem(p)[which] for p in _podman_pids(ctx, before))
     _rm_all(ctx)
     return result
 
@@ -132,7 +146,7 @@ def _idle(ctx: Context, which: int) -> dict[str, float]:
 @benchmark("life.idle-rss", unit="MiB", higher_is_better=False, repeat=3,
            setup=_setup, teardown=_rm_all)
 def idle_rss(ctx: Context) -> dict[str, float]:
-    """RSS of one idle detached container's own long-lived processes (keeper+FUSE vs conmon+fuse-overlayfs)"""
+    """RSS of an idle detached container's helpers (keeper+FUSE+slirp4netns vs conmon+fuse-overlayfs+slirp4netns)"""
     return _idle(ctx, 0)
 
 
