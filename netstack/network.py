@@ -176,10 +176,8 @@ class NetworkHook:
     def container_created(self, pid: int) -> None:
         return
 
-    def detach_fds(self) -> list[int]:
-        # -d: the keeper holds slirp4netns's exit pipe, so it lives as long
-        # as the container (rootless.containers.helperkeeper).
-        return self.slirp.exit_fds() if self.slirp is not None else []
+    def keeper_fds(self) -> list[int]:
+        return [self.slirp.exit_fd] if self.slirp is not None else []
 
     def close(self) -> None:
         if self.slirp is not None:

@@ -214,6 +214,11 @@ class Slirp:
         self.options = options
         self._exit_w = exit_w
 
+    @property
+    def exit_fd(self) -> int:
+        """The write end of the exit pipe: slirp4netns lives while it is open."""
+        return self._exit_w
+
     def stop(self) -> None:
         if self._exit_w >= 0:
             os.close(self._exit_w)  # slirp4netns exits when its exit fd reaches EOF
@@ -230,10 +235,6 @@ class Slirp:
                 self.proc.kill()
             self.proc.wait()
         _remove_state(self.state_dir)
-
-    def exit_fds(self) -> list[int]:
-        """The exit pipe's write end: whoever holds it keeps slirp4netns alive."""
-        return [self._exit_w] if self._exit_w >= 0 else []
 
     def __enter__(self) -> Slirp:
         return self

@@ -3,8 +3,8 @@
 Rules:
 - It spawns the helper (``python -S -P -m rootless._helper FD``, a fresh
   single-threaded interpreter), answers it through rootless.protocol,
-  writes the id maps, runs the hooks, relays the terminal, forwards signals
-  and returns the container's exit code. It never forks itself into a
+  plans the nested id maps (keep-id, --uidmap), runs the hooks, relays the
+  terminal, forwards signals and returns the container's exit code. It never forks itself into a
   namespace.
 - It is synchronous on purpose: ``import trio`` alone costs 150-200 ms on
   the machines we measured, more than podman's whole start; a foreground
@@ -15,6 +15,9 @@ Rules:
   started: slirp4netns goes here), ``container_created`` (the container's
   host pid, stopped before exec: cgroup placement goes here), ``close``
   (always, after exit). Modules register factories in ``HOOKS``.
+- ``run -d``: the hooks' ``keeper_fds`` travel with Go to the keeper, which
+  holds them while it lives; ``close`` is not called (the keeper owns the
+  container now).
 - Every exit path kills the helper (it takes its children along through
   PR_SET_PDEATHSIG) and removes what ``--rm`` asked to remove.
 """
@@ -60,13 +63,13 @@ class RunHooks:
     def container_created(self, pid: int) -> None:
         """The container's init (host pid) is set up and waits to exec."""
 
+    def keeper_fds(self) -> list[int]:
+        """Fds the keeper of a detached container holds until it exits
+        (slirp4netns's exit pipe: the network lives as long as the keeper)."""
+        return []
+
     def close(self) -> None:
         """The container is gone (or never started): release resources."""
-
-    def detach_fds(self) -> list[int]:
-        """With -d: fds the keeper must hold while the container lives (the
-        supervisor exits and close() is not called)."""
-        return []
 
 
 def _factory(target: str):
@@ -145,21 +148,13 @@ def _rootfs(req: RunRequest, paths: Paths, cdir: Path, mountpoint: Path) -> tupl
 
 
 def _maps(req: RunRequest) -> idmap.IdMaps:
-    import pwd
-
-    uid, gid = os.getuid(), os.getgid()
-    try:
-        name = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        name = str(uid)
-    subu = idmap.read_subid("/etc/subuid", name, uid)
-    subg = idmap.read_subid("/etc/subgid", name, uid)
-    maps = idmap.plan(uid, gid, subu, subg, req.userns,
-                      [x for m in req.uidmap for x in idmap.parse_user_map(m, "--uidmap")],
-                      [x for m in req.gidmap for x in idmap.parse_user_map(m, "--gidmap")])
+    maps = idmap.for_user(
+        req.userns, [x for m in req.uidmap for x in idmap.parse_user_map(m, "--uidmap")],
+        [x for m in req.gidmap for x in idmap.parse_user_map(m, "--gidmap")])
     if maps.single:
-        print(f"prun: warning: no /etc/subuid and /etc/subgid range for {name}: only your own "
-              "id is mapped into the container (`prun info` shows the fix)", file=sys.stderr)
+        print(f"prun: warning: no /etc/subuid and /etc/subgid range for "
+              f"{idmap.user_name(os.getuid())}: only your own id is mapped into the container "
+              "(`prun info` shows the fix)", file=sys.stderr)
     return maps
 
 
@@ -228,8 +223,10 @@ def run(req: RunRequest, existing: str | None = None) -> int:
         mountpoint = rdir / "rootfs"
         mountpoint.mkdir()
         config, rootfs = _rootfs(req, paths, cdir, mountpoint)
+        timing.mark("image")
         maps = _maps(req)
         hooks = load_hooks(req, cid, config)
+        timing.mark("hooks")
         hostname = req.hostname or cid[:12]
         etc = {}
         for path, text in _etc_files(req, hostname, hooks).items():
@@ -247,13 +244,13 @@ def run(req: RunRequest, existing: str | None = None) -> int:
         if req.detach:
             from rootless.containers import detach
             store, record = detach.register_spec(paths, cid, req, spec)
-            _drive(Conversation(helper), spec, maps, req, hooks)
+            _drive(Conversation(helper), spec, req, hooks)
             detach.handed_over(store, record, helper.pid)
             detached = True
             if not existing:
                 print(cid, flush=True)
             return 0
-        return _drive(Conversation(helper), spec, maps, req, hooks)
+        return _drive(Conversation(helper), spec, req, hooks)
     finally:
         # -d: the keeper (the helper) now owns the helper, rdir and the hooks.
         if not detached:
@@ -269,13 +266,8 @@ def run(req: RunRequest, existing: str | None = None) -> int:
         timing.mark("cleanup")
 
 
-def _drive(helper: Conversation, spec: dict, maps: idmap.IdMaps, req: RunRequest,
-           hooks: list[RunHooks]) -> int:
+def _drive(helper: Conversation, spec: dict, req: RunRequest, hooks: list[RunHooks]) -> int:
     helper.send(P.Spec(spec))
-    ready = helper.expect(P.UsernsReady)
-    timing.mark("helper-userns")
-    idmap.apply(ready.pid, maps)
-    helper.send(P.MapsDone())
     ns = helper.expect(P.NamespacesReady)
     for hook in hooks:
         hook.namespaces_ready(ns.pid)
@@ -293,9 +285,9 @@ def _drive(helper: Conversation, spec: dict, maps: idmap.IdMaps, req: RunRequest
         hook.container_created(pid)
     previous = {sig: signal.signal(sig, lambda s, _f: _forward(pid, s)) for sig in FORWARDED}
     try:
-        helper.send(P.Go())
-        if spec.get("detach"):
-            helper.send(P.Hold(), [fd for hook in hooks for fd in hook.detach_fds()])
+        # -d: the keeper takes over what would die with this process.
+        held = [fd for hook in hooks for fd in hook.keeper_fds()] if req.detach else []
+        helper.send(P.Go(), held)
         failed = None
         if master is not None:
             from rootless.ptyrelay import relay

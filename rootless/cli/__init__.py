@@ -57,6 +57,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "images": "rootless.cli.images:images",
         "rmi": "rootless.cli.images:rmi",
         "tag": "rootless.cli.images:tag",
+        "untag": "rootless.cli.images:untag",
         "load": "rootless.cli.images:load",
         "save": "rootless.cli.images:save",
         "import": "rootless.cli.images:import_",

@@ -193,10 +193,8 @@ def handed_over(store: Store, c: Container, keeper_pid: int) -> Container:
     st = keeper.read_state(str(store.run_dir(c.id)))
     if st is not None:
         lifecycle.fold(store, c, st)
-    from netstack.network import read_ports
+    from netstack.network import ports_records, read_ports
     ports = read_ports(store.run_dir(c.id) / "net")
     if ports:
-        store.update(c, config={**c.config, "ports": [
-            {"host_ip": p.host_ip, "host_port": p.host_port, "container_port": p.container_port,
-             "proto": p.proto} for p in ports]})
+        store.update(c, config={**c.config, "ports": ports_records(ports)})
     return c

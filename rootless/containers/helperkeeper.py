@@ -20,12 +20,10 @@ Rules:
 - C's stdin is /dev/null, stdout and stderr are pipes the keeper copies
   into the json-file log.
 - First start: the supervisor's handshake (Created, Go) as in the
-  foreground; then the helper clears its own PR_SET_PDEATHSIG (the
+  foreground; fds that come with Go (slirp4netns's exit pipe) stay open as
+  long as the keeper lives; then the helper clears its own PR_SET_PDEATHSIG (the
   supervisor is about to exit), sends Detached and closes the socket.
   Restarts: the same init code with a private socketpair and no hooks.
-- The supervisor's Hold message brings fds whose lifetime must be the
-  container's (slirp4netns exits when its exit pipe reaches EOF): kept
-  CLOEXEC here, closed in ``cleanup`` or by the kernel when we die.
 - ``cleanup`` stops the FUSE server (its mount lives only in the helper's
   mount namespace, so nothing stays mounted on the host).
 """
@@ -48,7 +46,6 @@ class InitWorkload:
         self.fuse_pid = fuse_pid
         self.first: tuple[int, int, int] | None = None
         self.sock: socket.socket | None = None   # restarts: init's Failed messages land here
-        self.held: list[int] = []   # the supervisor's Hold fds (slirp4netns's exit pipe)
 
     def spawn(self, sock: socket.socket) -> tuple[int, int, int, int, int]:
         """Fork P → C; return (C's pid, stdout, stderr, C's ready fd, C's go fd)."""
@@ -107,9 +104,6 @@ class InitWorkload:
         return cpid, out_r, err_r
 
     def cleanup(self) -> None:
-        for fd in self.held:
-            os.close(fd)  # slirp4netns sees EOF on its exit pipe and ends
-        self.held = []
         if not self.fuse_pid:
             return
         try:
@@ -132,14 +126,14 @@ def keep(sock: socket.socket, spec: dict, fuse_pid: int, init) -> int:
         work.cleanup()
         return 125
     P.send(sock, P.Created(cpid))
-    P.expect(sock, P.Go)
+    go, held = P.recv(sock)
+    if not isinstance(go, P.Go):
+        raise P.ProtocolError(f"expected Go, got {type(go).__name__}")
+    # Held open until the keeper exits (e.g. slirp4netns's exit pipe), but
+    # never inherited by a restarted container.
+    for fd in held:
+        os.set_inheritable(fd, False)
     os.write(cgo_w, b"g")
-    held, fds = P.recv(sock)
-    if not isinstance(held, P.Hold):
-        raise P.ProtocolError(f"expected Hold, got {type(held).__name__}")
-    for fd in fds:
-        os.set_inheritable(fd, False)  # held by the keeper only, never by the container
-    work.held = fds
     os.close(cready_r)
     os.close(cgo_w)
     work.first = (cpid, out_r, err_r)

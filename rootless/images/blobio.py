@@ -6,7 +6,9 @@ A layer flows through three readers, one pass, bounded memory:
            ─► Decompressed (gzip/zstd/none, sniffed from the first bytes)
            ─► Hashing (sha256 of the tar stream = the diff-id) ─► unpack
 
-Rules: decompression output per read is bounded (a zip bomb cannot fill
+Rules: a blob longer than its descriptor's size is refused as it streams
+(a hostile registry cannot feed an endless body); decompression output per
+read is bounded (a zip bomb cannot fill
 memory; it fills the disk and stops with ENOSPC in the caller's temp dir);
 multi-member gzip and multi-frame zstd streams are read to the end;
 ``drain`` reads what the tar reader left (padding) so both digests cover
@@ -32,8 +34,9 @@ class BlobTee:
     report the byte count to ``progress``."""
 
     def __init__(self, source: BinaryIO, sink: BinaryIO | None,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None, limit: int = -1) -> None:
         self.source, self.sink, self.progress = source, sink, progress
+        self.limit = limit          # the size the manifest declares (-1: unknown)
         self.hash = hashlib.sha256()
         self.size = 0
         self._head = b""
@@ -47,6 +50,9 @@ class BlobTee:
         if data:
             self.hash.update(data)
             self.size += len(data)
+            if 0 <= self.limit < self.size:
+                raise CorruptBlob(f"blob is larger than the {self.limit} bytes its "
+                                  f"descriptor declares")
             if self.sink is not None:
                 self.sink.write(data)
             if self.progress is not None:

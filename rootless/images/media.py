@@ -7,8 +7,9 @@
   architecture must match, a wanted variant must match, and among the rest
   an entry without a variant is preferred over one with another variant.
 - ``RunConfig`` is the part of an image config a container needs.
-- Layer compression is known from the media type and confirmed by the
-  blob's first bytes (some registries mislabel), see ``sniff``.
+- Layer compression is read from the blob's first bytes when they are at
+  hand (some registries mislabel), else from the media type
+  (``compression``).
 """
 
 from __future__ import annotations

@@ -177,16 +177,16 @@ def idle_rss(ctx: Context) -> dict[str, float]:
     return result
 
 
-STAGES = ("cli", "helper-spec", "fuse-imports", "id-maps", "rootfs-mount", "container-setup",
+STAGES = ("id-maps", "fuse-imports", "cli", "image", "hooks", "helper-spec", "rootfs-mount", "container-setup",
           "exec", "container-exited", "cleanup")
 
 
 @benchmark("run.breakdown", unit="ms", higher_is_better=False, repeat=10, setup=_setup)
 def breakdown(ctx: Context) -> dict[str, float]:
     """start-time breakdown: ms since `prun` was spawned when each stage ended
-    (cli = interpreter + CLI imports + flag parsing; helper-spec = helper
-    interpreter up; fuse-imports = FUSE server imports (parallel); id-maps;
-    rootfs-mount; container-setup = mounts + pivot_root; exec; exit; prun = total)"""
+    (id-maps and fuse-imports: the helper's FUSE child, in parallel with
+    cli = interpreter + CLI imports + flags; image = store lookup; hooks =
+    hook imports; helper-spec = the helper has the spec; rootfs-mount; container-setup = mounts + pivot_root; exec; exit; prun = total)"""
     t0 = time.monotonic_ns()
     out = ctx.run(_prun(ctx, "run", "--rm", "--network", "none", REF, "true",
                         env={"PRUN_TIMING_T0": str(t0)}), text=True)

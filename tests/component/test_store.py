@@ -68,6 +68,13 @@ def test_digest_mismatch_stores_nothing(store):
     assert leftovers(store) == []
 
 
+def test_a_blob_longer_than_declared_is_refused_while_streaming(store):
+    blob = compress(LAYER, None)
+    with pytest.raises(CorruptBlob, match="larger than the 100 bytes"):
+        store.ingest_layer(io.BytesIO(blob), media_type="x", blob_size=100)
+    assert os.listdir(store.layers) == [] and leftovers(store) == []
+
+
 def test_hostile_layer_stores_nothing(store):
     bad = TarBuilder().symlink("x", "/").file("x/etc/passwd", "pwned").build()
     with pytest.raises(UnsafeLayer):
@@ -182,3 +189,17 @@ def test_resolve_by_id_prefix_and_missing(store, busybox):
         resolve_for_run("nosuch", store=store)
     assert err.value.message == "find image nosuch: not in the local store"
     assert err.value.hint == "pull it first: prun pull nosuch"
+
+
+def test_an_image_a_container_uses_is_kept_unless_forced(store, busybox):
+    from rootless.containers import store as containers
+
+    archive.load(busybox.layout, store)
+    manage.tag(store, busybox.id, ["bb"])
+    records = containers.Store()
+    records.add(containers.Container(containers.new_id(), "web", "bb", busybox.id, ["sh"], 0.0))
+    with pytest.raises(ConflictError, match="in use by container.*web") as err:
+        manage.remove(store, "bb")
+    assert err.value.hint.startswith("remove the containers first")
+    assert manage.prune(store, all_unused=True) == []
+    assert manage.remove(store, "bb", force=True)[-1] == f"Deleted: {busybox.id[7:]}"

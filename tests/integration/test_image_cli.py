@@ -42,6 +42,10 @@ def test_load_images_tag_inspect_rmi(busybox_archive):
     assert info["Id"] == image.id[7:] and info["Config"]["Cmd"] == ["sh"]
     assert "layer 1" in ok(prun("history", "busybox"))
     assert ok(prun("rmi", "mybox:1")) == "Untagged: localhost/mybox:1\n"
+    ok(prun("untag", "busybox", "quay.io/me/box"))
+    assert json.loads(ok(prun("images", "--format", "json")))[0]["Names"] == \
+        ["docker.io/library/busybox:latest"]
+    ok(prun("tag", "busybox", "quay.io/me/box"))
     refused = prun("rmi", image.id[7:19])
     assert refused.returncode == 125 and "several names" in refused.stderr
     out = ok(prun("rmi", "-f", image.id[7:19]))

@@ -49,11 +49,12 @@ def newcomer():
     home = base / "home"
     home.mkdir()
     clone = home / "prun"
-    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(CHECKOUT), str(clone)], check=True)
-    shutil.chown(home, USER, USER)
-    subprocess.run(["chown", "-R", f"{USER}:{USER}", str(home)], check=True)
     (home / ".local/bin").mkdir(parents=True)
-    subprocess.run(["chown", "-R", f"{USER}:{USER}", str(home / ".local")], check=True)
+    subprocess.run(["chown", "-R", f"{USER}:{USER}", str(home)], check=True)
+    # The newcomer clones (the checkout copy is theirs; git refuses it to root).
+    subprocess.run(["runuser", "-u", USER, "--", "env", f"HOME={home}", "git", "clone", "-q",
+                    str(CHECKOUT), str(clone)],
+                   check=True)
     env = {"HOME": str(home), "USER": USER, "LOGNAME": USER, "LANG": "C.UTF-8",
            "PATH": f"{home}/.local/bin:/usr/local/bin:/usr/bin:/bin",
            "XDG_RUNTIME_DIR": f"/run/user/{pw.pw_uid}"}

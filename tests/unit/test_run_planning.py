@@ -29,16 +29,19 @@ def test_default_map_root_is_the_user_then_sub_ranges():
                                                   "100000", "65536"]
 
 
-def test_keep_id_maps_own_id_to_itself_and_fills_around_it():
+def test_keep_id_nests_own_id_at_itself_over_the_default_map():
     m = idmap.plan(1000, 1000, [(100000, 65536)], [(100000, 65536)], userns="keep-id")
-    assert m.uid == [(0, 100000, 1000), (1000, 1000, 1), (1001, 101000, 64536)]
-    assert m.inside_uid(1000) == 1000 and m.maps_uid(65536) and not m.maps_uid(65537)
+    assert m.uid == [(0, 1000, 1), (1, 100000, 65536)]       # the FUSE server's namespace
+    assert m.nested_uid == [(0, 1, 1000), (1000, 0, 1), (1001, 1001, 64536)]
+    assert m.maps_uid(65536) and not m.maps_uid(65537)
+    single = idmap.plan(1000, 1000, [], [], userns="keep-id")
+    assert single.single and single.nested_uid == [(1000, 0, 1)]
 
 
 def test_user_maps_name_intermediate_ids():
     m = idmap.plan(1000, 1000, [(100000, 65536)], [(100000, 65536)],
                    uidmap=idmap.parse_user_map("0:1:100", "--uidmap"))
-    assert m.uid == [(0, 100000, 100)]
+    assert m.nested_uid == [(0, 1, 100)] and m.nested_gid == [(0, 1, 100)]
     with pytest.raises(UsageError, match="outside the ids you own"):
         idmap.plan(1000, 1000, [(100000, 10)], [(100000, 10)],
                    uidmap=idmap.parse_user_map("0:5:100", "--uidmap"))
@@ -62,13 +65,14 @@ def test_caps_default_add_drop_all():
         caps.plan_caps(["NOPE"], [])
 
 
-def test_seccomp_default_blocks_keyring_and_namespaces_unless_sys_admin():
+def test_seccomp_default_blocks_keyring_and_mounts_unless_sys_admin():
     _, rules = seccomp.default_profile(["CHOWN"])
     names = {r[0] for r in rules}
-    assert {"keyctl", "add_key", "request_key", "unshare", "mount", "clone3"} <= names
+    assert {"keyctl", "add_key", "request_key", "mount", "bpf", "reboot"} <= names
+    assert not names & {"unshare", "clone", "setns"}     # podman allows nested userns
     _, rules = seccomp.default_profile(["SYS_ADMIN"])
     names = {r[0] for r in rules}
-    assert "keyctl" in names and "mount" not in names and "clone" not in names
+    assert "keyctl" in names and "mount" not in names
 
 
 def test_seccomp_json_profile_with_capability_conditions():
@@ -100,10 +104,11 @@ def test_users_names_numbers_groups():
     passwd = "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n"
     group = "root:x:0:\nwheel:x:10:app\napp:x:1000:\n"
     ident = users.lookup("app", [], passwd, group)
-    assert (ident.uid, ident.gid, ident.groups, ident.home) == (1000, 1000, [1000, 10],
-                                                                "/home/app")
+    assert (ident.uid, ident.gid, ident.groups, ident.home) == (1000, 1000, [10, 1000], "/home/app")
+    assert users.lookup("", [], passwd, group).groups == []
     ident = users.lookup("4321:wheel", ["99"], passwd, group)
     assert (ident.uid, ident.gid, ident.groups, ident.home) == (4321, 10, [10, 99], "/")
+    assert users.passwd_line(ident) == "4321:*:4321:10:container user:/:/bin/sh\n"
     with pytest.raises(users.UserError, match="unable to find user nobody"):
         users.lookup("nobody", [], passwd, group)
 
