@@ -82,10 +82,15 @@ def run(image: str, command: tuple[str, ...], **opts) -> int:
       prun run --rm -it -v ./data:/data:ro busybox sh
     """
     from rootless import supervisor
+    return supervisor.run(build_request(image, command, opts))
+
+
+def build_request(image: str, command: tuple[str, ...], opts: dict):
+    """The RunRequest for run's flags (`prun create` takes the same)."""
+    from rootless import supervisor
     from rootless.runspec import RunRequest
 
     net = opts.pop("network") or supervisor.DEFAULT_NETWORK
     cgroup = cgroup_request(opts)
-    req = RunRequest(image=image, command=list(command), network=net, cgroup=cgroup,
-                     **{k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()})
-    return supervisor.run(req)
+    return RunRequest(image=image, command=list(command), network=net, cgroup=cgroup,
+                      **{k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()})
