@@ -8,16 +8,18 @@ Rules:
   sandbox/seccomp/cidr flag is passed only where the installed version has
   it. A version without ``--ready-fd``, ``--exit-fd`` or ``--api-socket``
   (before 0.4) is refused: prun cannot start it safely.
-- Lifetime: ``start`` returns only after slirp4netns wrote its ready fd,
-  i.e. tap0 is configured, so the container never starts half-networked; if
-  slirp4netns exits first, its output is in the error. (Synchronous: the
+- Lifetime: ``spawn`` starts slirp4netns; ``wait_ready`` (``start`` does
+  both) returns only after it wrote its ready fd, i.e. tap0 is configured;
+  the supervisor calls it before letting the container exec, so the
+  container never starts half-networked; if slirp4netns exits first, its
+  output is in the error. (Synchronous: the
   supervisor is, because importing trio costs more than a container start.)
   slirp4netns gets the read end of an exit pipe whose write end only the
   supervisor holds (O_CLOEXEC): when the supervisor exits for any reason,
   even SIGKILL, slirp4netns sees EOF and exits. ``Slirp.stop`` closes that
   pipe, waits briefly, kills if needed, and removes the API socket
   (slirp4netns leaves it behind); ``cleanup`` does the same for a state dir
-  whose supervisor was killed.
+  whose supervisor was killed (the next ``prun run`` calls it).
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ import ipaddress
 import os
 import select
 import shutil
-import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from netstack.procs import is_live
 from rootless.errors import ContainerError, HostSetupError, UsageError
 
 DEFAULT_MTU = 65520
@@ -40,6 +43,7 @@ STOP_TIMEOUT = 2.0
 SOCKET_NAME = "slirp4netns.sock"
 PID_NAME = "slirp4netns.pid"
 LOG_NAME = "slirp4netns.log"
+FEATURES_CACHE = "slirp4netns.features"
 INSTALL_HINT = "install slirp4netns >= 0.4 (Debian/Ubuntu: sudo apt-get install slirp4netns), " \
                "or run with --network none"
 
@@ -135,17 +139,35 @@ def parse_features(help_text: str, binary: str = "slirp4netns") -> Features:
                     ipv6="--enable-ipv6" in help_text)
 
 
-def detect(binary: str = "slirp4netns") -> tuple[str, Features]:
-    """Find slirp4netns and read its features (~2 ms)."""
+def detect(binary: str = "slirp4netns", cache_dir: Path | None = None) -> tuple[str, Features]:
+    """Find slirp4netns and read its features: ``--help`` costs 5-20 ms, so
+    the text is cached in ``cache_dir`` keyed by the binary's path, size and
+    mtime (an upgrade changes the key)."""
     path = shutil.which(binary)
     if path is None:
         raise HostSetupError(f"use network slirp4netns: {binary} is not installed",
                              hint=INSTALL_HINT)
+    st = os.stat(path)
+    key = f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n"
+    cache = cache_dir / FEATURES_CACHE if cache_dir is not None else None
+    if cache is not None:
+        try:
+            cached = cache.read_text()
+        except OSError:
+            cached = ""
+        if cached.startswith(key):
+            return path, parse_features(cached[len(key):], path)
     try:
         out = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise HostSetupError(f"run {path} --help: {exc}", hint=INSTALL_HINT) from exc
-    return path, parse_features(out.stdout + out.stderr, path)
+    text = out.stdout + out.stderr
+    features = parse_features(text, path)
+    if cache is not None:
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}")
+        tmp.write_text(key + text)
+        tmp.rename(cache)
+    return path, features
 
 
 def argv(binary: str, features: Features, opts: SlirpOptions, pid: int, sock: Path,
@@ -186,23 +208,52 @@ def argv(binary: str, features: Features, opts: SlirpOptions, pid: int, sock: Pa
 class Slirp:
     """A running slirp4netns; ``stop`` ends it (idempotent)."""
 
-    def __init__(self, proc: subprocess.Popen, exit_w: int, state_dir: Path,
-                 options: SlirpOptions) -> None:
+    def __init__(self, proc: subprocess.Popen, exit_w: int, ready_r: int, state_dir: Path,
+                 options: SlirpOptions, target_pid: int) -> None:
         self.proc = proc
         self.pid = proc.pid
         self.api_socket = state_dir / SOCKET_NAME
         self.state_dir = state_dir
         self.options = options
+        self.target_pid = target_pid
         self._exit_w = exit_w
+        self._ready_r = ready_r
+
+    def wait_ready(self) -> Slirp:
+        """Block until tap0 is configured; on failure stop and raise with its output."""
+        if self._ready_r < 0:
+            return self
+        try:
+            _wait_ready(self.proc, self._ready_r, self.state_dir, self.target_pid)
+        except BaseException:
+            self.stop()  # closes the ready fd too
+            raise
+        os.close(self._ready_r)
+        self._ready_r = -1
+        return self
+
+    @property
+    def exit_fd(self) -> int:
+        """The write end of the exit pipe: slirp4netns lives while it is open."""
+        return self._exit_w
 
     def stop(self) -> None:
+        if self._ready_r >= 0:
+            os.close(self._ready_r)
+            self._ready_r = -1
         if self._exit_w >= 0:
             os.close(self._exit_w)  # slirp4netns exits when its exit fd reaches EOF
             self._exit_w = -1
-        try:
-            self.proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        if self.proc.returncode is None:
+            # A pidfd wakes us the moment it exits; Popen.wait(timeout) would
+            # poll with sleeps of up to 50 ms on the start/exit hot path.
+            pidfd = os.pidfd_open(self.proc.pid)
+            try:
+                exited = select.select([pidfd], [], [], STOP_TIMEOUT)[0]
+            finally:
+                os.close(pidfd)
+            if not exited:
+                self.proc.kill()
             self.proc.wait()
         _remove_state(self.state_dir)
 
@@ -214,9 +265,16 @@ class Slirp:
 
 
 def start(opts: SlirpOptions, target_pid: int, state_dir: Path, *,
-          binary: str = "slirp4netns") -> Slirp:
+          binary: str = "slirp4netns", cache_dir: Path | None = None) -> Slirp:
     """Start slirp4netns for ``target_pid``'s namespaces; return once tap0 is up."""
-    path, features = detect(binary)
+    return spawn(opts, target_pid, state_dir, binary=binary, cache_dir=cache_dir).wait_ready()
+
+
+def spawn(opts: SlirpOptions, target_pid: int, state_dir: Path, *,
+          binary: str = "slirp4netns", cache_dir: Path | None = None) -> Slirp:
+    """Start slirp4netns and return at once; ``wait_ready`` before using it
+    (the supervisor overlaps its ~30 ms start with the helper's mounts)."""
+    path, features = detect(binary, cache_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     cmd_sock = state_dir / SOCKET_NAME
     ready_r, ready_w = os.pipe()
@@ -233,15 +291,12 @@ def start(opts: SlirpOptions, target_pid: int, state_dir: Path, *,
     finally:
         for fd in (ready_w, exit_r, log_fd):
             os.close(fd)
-    slirp = Slirp(proc, exit_w, state_dir, opts)
+    slirp = Slirp(proc, exit_w, ready_r, state_dir, opts, target_pid)
     try:
         (state_dir / PID_NAME).write_text(f"{proc.pid}\n")
-        _wait_ready(proc, ready_r, state_dir, target_pid)
     except BaseException:
         slirp.stop()
         raise
-    finally:
-        os.close(ready_r)
     return slirp
 
 
@@ -276,23 +331,27 @@ def _remove_state(state_dir: Path) -> None:
 
 
 def cleanup(state_dir: Path) -> bool:
-    """After a supervisor was killed: stop a leftover slirp4netns (it normally
-    exits on its own with the exit pipe) and remove its socket and pid file.
+    """Remove what a killed supervisor left in ``state_dir`` (its slirp4netns
+    exited with it through the exit pipe; the socket file stays). A state dir
+    whose slirp4netns still runs belongs to a live container: left alone.
     Returns whether anything was removed."""
-    pid_file = state_dir / PID_NAME
     try:
-        pid = int(pid_file.read_text())
+        pid = int((state_dir / PID_NAME).read_text())
     except (OSError, ValueError):
         pid = 0
-    if pid and _is_slirp(pid):
-        os.kill(pid, signal.SIGTERM)
-    found = pid_file.exists() or (state_dir / SOCKET_NAME).exists()
+    if pid and is_live(pid, "slirp4netns"):
+        return False
+    # No pid file yet in a fresh dir: a container starting right now (its
+    # slirp4netns may have made the socket before the pid file is written).
+    if not pid and time.time() - _mtime(state_dir) < READY_TIMEOUT:
+        return False
+    found = any((state_dir / n).exists() for n in (PID_NAME, SOCKET_NAME))
     _remove_state(state_dir)
     return found
 
 
-def _is_slirp(pid: int) -> bool:
+def _mtime(path: Path) -> float:
     try:
-        return Path(f"/proc/{pid}/comm").read_text().strip() == "slirp4netns"
-    except OSError:
-        return False
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0

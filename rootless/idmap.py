@@ -4,20 +4,26 @@ Rules:
 - Planning is pure: ``plan`` takes the user's ids, their subordinate ranges
   and the user's choice (default, ``--userns=keep-id``, ``--uidmap``) and
   returns the lines for /proc/PID/{uid,gid}_map as (inside, outside, count).
-- Default (podman's): container root is the user, container 1..N are the
-  subordinate ranges in file order.
-- keep-id: the user's own id inside equals their host id (so bind-mounted
-  files keep their owner); 0..id-1 and id+1.. take the subordinate ranges.
-- ``--uidmap CONTAINER:HOST:SIZE`` names HOST ids of the *intermediate*
-  namespace, as rootless podman does: 0 is the user, 1.. the subordinate ids.
+- The helper's first user namespace always has the default map (podman's):
+  root is the user, 1..N are the subordinate ranges in file order. The FUSE
+  server lives there, so image files read as their owners in every mode.
+- keep-id and ``--uidmap`` add a *nested* user namespace whose map is given
+  in the first namespace's ids (``nested_uid``/``nested_gid``), as rootless
+  podman does: keep-id puts the user's own id inside at their host id (so
+  bind-mounted files keep their owner), 0..id-1 and id+1.. on the
+  subordinate ids; ``--uidmap CONTAINER:HOST:SIZE`` names HOST ids of that
+  first namespace (0 = the user, 1.. = the subordinate ids).
 - Without subordinate ranges only the user's own id can be mapped (written
   directly, no setuid helper); the caller warns once.
 - ``apply`` runs newuidmap and newgidmap in parallel; a failure raises
-  HostSetupError with the tool's stderr and the fix.
+  HostSetupError with the tool's stderr and the fix. The first namespace's
+  map does not depend on flags, so the helper's FUSE child applies it
+  (rootless._helper) while the supervisor is still starting.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -26,30 +32,20 @@ from rootless.errors import HostSetupError, UsageError
 Line = tuple[int, int, int]       # inside, outside, count
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class IdMaps:
-    uid: list[Line]
+    uid: list[Line]               # the first user namespace, in host ids
     gid: list[Line]
     single: bool                  # no subordinate ids: one-line maps, setgroups denied
-
-    def inside_uid(self, host: int) -> int | None:
-        return _inside(self.uid, host)
-
-    def inside_gid(self, host: int) -> int | None:
-        return _inside(self.gid, host)
+    nested_uid: list[Line] | None = None   # the container's, in the first's ids
+    nested_gid: list[Line] | None = None
 
     def maps_uid(self, inside: int) -> bool:
-        return any(i <= inside < i + n for i, _, n in self.uid)
+        """Whether the container's namespace maps uid ``inside``."""
+        return any(i <= inside < i + n for i, _, n in (self.nested_uid or self.uid))
 
     def maps_gid(self, inside: int) -> bool:
-        return any(i <= inside < i + n for i, _, n in self.gid)
-
-
-def _inside(lines: list[Line], host: int) -> int | None:
-    for i, o, n in lines:
-        if o <= host < o + n:
-            return i + host - o
-    return None
+        return any(i <= inside < i + n for i, _, n in (self.nested_gid or self.gid))
 
 
 def parse_subid(text: str, user: str, uid: int) -> list[tuple[int, int]]:
@@ -88,21 +84,14 @@ def _intermediate(own: int, subs: list[tuple[int, int]]) -> list[Line]:
     return lines
 
 
-def _keep_id(own: int, subs: list[tuple[int, int]]) -> list[Line]:
-    lines: list[Line] = []
-    inside = 0
-    for start, count in subs:
-        while count:
-            if inside == own:
-                inside += 1
-            # fill up to `own` first, then continue after it
-            span = count if inside > own else min(count, own - inside)
-            lines.append((inside, start, span))
-            inside += span
-            start += span
-            count -= span
-    lines.append((own, own, 1))
-    return sorted(lines)
+def _keep_id_nested(own: int, total: int) -> list[Line]:
+    """keep-id in the first namespace's ids: ``own`` -> 0 (the user), the
+    rest on 1..total around it."""
+    lines = [(0, 1, min(own, total))] if min(own, total) else []
+    lines.append((own, 0, 1))
+    if total > own:
+        lines.append((own + 1, own + 1, total - own))
+    return lines
 
 
 def parse_user_map(spec: str, flag: str) -> list[Line]:
@@ -120,45 +109,57 @@ def parse_user_map(spec: str, flag: str) -> list[Line]:
     return lines
 
 
-def _translate(user_lines: list[Line], via: list[Line], flag: str) -> list[Line]:
-    """Map user-given lines whose outside ids are intermediate ids to host ids."""
-    out: list[Line] = []
-    for inside, outside, count in user_lines:
-        while count:
-            for i, o, n in via:
-                if i <= outside < i + n:
-                    span = min(count, i + n - outside)
-                    out.append((inside, o + outside - i, span))
-                    inside, outside, count = inside + span, outside + span, count - span
-                    break
-            else:
-                raise UsageError(
-                    f"apply {flag} {inside}:{outside}:{count}: host id {outside} is outside "
-                    f"the ids you own (0..{max(i + n for i, _, n in via) - 1})",
-                    hint="host ids in rootless --uidmap/--gidmap count from 0 = you, "
-                         "1.. = your /etc/subuid range")
-    return out
+def _check_nested(lines: list[Line], total: int, flag: str) -> list[Line]:
+    for inside, outside, count in lines:
+        if outside + count - 1 > total:
+            raise UsageError(
+                f"apply {flag} {inside}:{outside}:{count}: host id {outside + count - 1} is "
+                f"outside the ids you own (0..{total})",
+                hint="host ids in rootless --uidmap/--gidmap count from 0 = you, "
+                     "1.. = your /etc/subuid range")
+    return lines
 
 
 def plan(uid: int, gid: int, subuids: list[tuple[int, int]], subgids: list[tuple[int, int]],
          userns: str = "", uidmap: Iterable[Line] = (), gidmap: Iterable[Line] = ()) -> IdMaps:
-    """The container's maps for the user's choice (see the module rules)."""
+    """The user namespaces' maps for the user's choice (see the module rules)."""
     uidmap, gidmap = list(uidmap), list(gidmap)
     single = not subuids or not subgids
-    if single:
-        if userns == "keep-id":
-            return IdMaps([(uid, uid, 1)], [(gid, gid, 1)], True)
-        return IdMaps([(0, uid, 1)], [(0, gid, 1)], True)
-    if uidmap or gidmap:
-        base_u, base_g = _intermediate(uid, subuids), _intermediate(gid, subgids)
-        return IdMaps(_translate(uidmap or base_u, base_u, "--uidmap"),
-                      _translate(gidmap or uidmap or base_g, base_g, "--gidmap"), False)
-    if userns == "keep-id":
-        return IdMaps(_keep_id(uid, subuids), _keep_id(gid, subgids), False)
-    if userns not in ("", "private", "auto"):
+    if userns not in ("", "private", "auto", "keep-id"):
         raise UsageError(f"use --userns {userns}: prun supports keep-id (and the default)",
                          hint="drop --userns, or use --userns=keep-id")
-    return IdMaps(_intermediate(uid, subuids), _intermediate(gid, subgids), False)
+    if single:
+        first_u, first_g = [(0, uid, 1)], [(0, gid, 1)]
+    else:
+        first_u, first_g = _intermediate(uid, subuids), _intermediate(gid, subgids)
+    total_u = sum(n for _, _, n in first_u) - 1
+    total_g = sum(n for _, _, n in first_g) - 1
+    if uidmap or gidmap:
+        return IdMaps(first_u, first_g, single,
+                      _check_nested(uidmap or gidmap, total_u, "--uidmap"),
+                      _check_nested(gidmap or uidmap, total_g, "--gidmap"))
+    if userns == "keep-id":
+        return IdMaps(first_u, first_g, single, _keep_id_nested(uid, total_u),
+                      _keep_id_nested(gid, total_g))
+    return IdMaps(first_u, first_g, single)
+
+
+def user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def for_user(userns: str = "", uidmap: Iterable[Line] = (), gidmap: Iterable[Line] = (),
+             subuid: str = "/etc/subuid", subgid: str = "/etc/subgid") -> IdMaps:
+    """``plan`` for the calling user, from the subordinate id files."""
+    uid, gid = os.getuid(), os.getgid()
+    name = user_name(uid)
+    return plan(uid, gid, read_subid(subuid, name, uid), read_subid(subgid, name, uid), userns,
+                uidmap, gidmap)
 
 
 def argv(tool: str, pid: int, lines: list[Line]) -> list[str]:

@@ -8,14 +8,14 @@ Rules:
   pay for dataclasses/typing; records are ``__slots__`` classes.
 - The conversation, in order (S = supervisor, H = helper, C = container init
   before exec):
-    S→H Spec            the whole container spec (rootless.runspec.to_wire)
-    H→S UsernsReady     helper pid, its new user namespace awaits id maps
-    S→H MapsDone
+    S→H Spec            the whole container spec (rootless.runspec.build)
     H→S NamespacesReady helper pid, all namespaces exist (network hook)
     C→S Pty             with -t: the pty master, as an fd
     C→S Created         container pid (host view), stopped before exec
     S→H Go              hooks are done (cgroup, network): exec now
     H→S Exited          the container's exit code (128+N for signal N)
+    H→S Detached        (with -d, instead of Exited) the helper keeps the
+                        container (rootless.containers.helperkeeper)
   Any side may instead send Failed(message, hint, exit_code) and stop.
 """
 
@@ -50,14 +50,6 @@ class Spec(Message):
     __slots__ = ("spec",)
 
 
-class UsernsReady(Message):
-    __slots__ = ("pid",)
-
-
-class MapsDone(Message):
-    __slots__ = ()
-
-
 class NamespacesReady(Message):
     __slots__ = ("pid",)
 
@@ -78,12 +70,17 @@ class Exited(Message):
     __slots__ = ("code",)
 
 
+class Detached(Message):
+    """H→S with -d, instead of Exited: the helper now keeps the container."""
+    __slots__ = ("pid",)
+
+
 class Failed(Message):
     __slots__ = ("message", "hint", "exit_code")
 
 
-TYPES = {cls.__name__: cls for cls in (Spec, UsernsReady, MapsDone, NamespacesReady, Pty,
-                                       Created, Go, Exited, Failed)}
+TYPES = {cls.__name__: cls for cls in (Spec, NamespacesReady, Pty, Created, Go, Exited,
+                                       Detached, Failed)}
 
 
 class ProtocolError(Exception):

@@ -31,7 +31,7 @@ TMPFS_FLAGS = {"ro": 1, "nosuid": 2, "nodev": 4, "noexec": 8}
 TMPFS_CLEAR = {"rw": 1, "suid": 2, "dev": 4, "exec": 8}
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class RunRequest:
     image: str
     command: list[str] = field(default_factory=list)
@@ -70,9 +70,14 @@ class RunRequest:
     gidmap: list[str] = field(default_factory=list)
     pull: str = "missing"                # never | missing | always (podman's --pull)
     quiet: bool = False
+    detach: bool = False                 # -d: rootless.containers.detach
+    restart: str = "no"
+    log_opt: list[str] = field(default_factory=list)
+    stop_timeout: float = 10.0
+    cgroup: object = None                # rootless.cgroups.manager.CgroupRequest (None: defaults)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class BuildContext:
     cid: str
     cwd: Path
@@ -232,7 +237,7 @@ def parse_mount(spec: str, ctx: BuildContext) -> plan.Volume:
     return vol
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Security:
     seccomp: str = "default"        # default | unconfined | path
     no_new_privs: bool = True
@@ -303,6 +308,7 @@ def build(req: RunRequest, config: Mapping, rootfs: dict, maps: IdMaps,
     return {
         "id": ctx.cid, "hostname": hostname, "network": req.network,
         "single_map": maps.single, "rootfs": rootfs, "origins": origins,
+        "nested_maps": None if maps.nested_uid is None else (maps.nested_uid, maps.nested_gid),
         "mounts": plan.plan_mounts(inputs),
         "process": {"args": args, "env": env, "cwd": workdir, "user": user,
                     "group_add": list(req.group_add), "tty": req.tty,

@@ -3,8 +3,8 @@
 Rules:
 - It spawns the helper (``python -S -P -m rootless._helper FD``, a fresh
   single-threaded interpreter), answers it through rootless.protocol,
-  writes the id maps, runs the hooks, relays the terminal, forwards signals
-  and returns the container's exit code. It never forks itself into a
+  plans the nested id maps (keep-id, --uidmap), runs the hooks, relays the
+  terminal, forwards signals and returns the container's exit code. It never forks itself into a
   namespace.
 - It is synchronous on purpose: ``import trio`` alone costs 150-200 ms on
   the machines we measured, more than podman's whole start; a foreground
@@ -15,6 +15,9 @@ Rules:
   started: slirp4netns goes here), ``container_created`` (the container's
   host pid, stopped before exec: cgroup placement goes here), ``close``
   (always, after exit). Modules register factories in ``HOOKS``.
+- ``run -d``: the hooks' ``keeper_fds`` travel with Go to the keeper, which
+  holds them while it lives; ``close`` is not called (the keeper owns the
+  container now).
 - Every exit path kills the helper (it takes its children along through
   PR_SET_PDEATHSIG) and removes what ``--rm`` asked to remove.
 """
@@ -23,25 +26,26 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
-from rootless import idmap
+from rootless import idmap, timing
 from rootless import protocol as P
 from rootless.errors import (CommandCannotRun, CommandNotFound, ConflictError, ContainerError,
                              PrunError)
+from rootless.helper_client import Helper, HelperDied, take
 from rootless.paths import Paths, ensure_private_dir
 from rootless.runspec import BuildContext, RunRequest, build
 
 # network mode -> "module:factory" of its hook (None: built in)
 # (called with the request, the container id and the image config)
 NETWORKS: dict[str, str | None] = {"slirp4netns": "netstack.network:hook",
+                                   "pasta": "netstack.network:hook",
                                    "none": "netstack.network:hook",
                                    "host": "netstack.network:hook"}
 DEFAULT_NETWORK = "slirp4netns"
-# "module:factory" called with the RunRequest; returns a RunHooks or None
-HOOKS: list[str] = []
+# "module:factory" called like a network's; returns a RunHooks or None
+HOOKS: list[str] = ["rootless.cgroups.hook:factory"]
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2)
 
@@ -57,6 +61,11 @@ class RunHooks:
 
     def container_created(self, pid: int) -> None:
         """The container's init (host pid) is set up and waits to exec."""
+
+    def keeper_fds(self) -> list[int]:
+        """Fds the keeper of a detached container holds until it exits
+        (slirp4netns's exit pipe: the network lives as long as the keeper)."""
+        return []
 
     def close(self) -> None:
         """The container is gone (or never started): release resources."""
@@ -75,40 +84,27 @@ def load_hooks(req: RunRequest, cid: str, config: dict) -> list[RunHooks]:
     if net:
         hooks.append(_factory(net)(req, cid, config))
     for target in HOOKS:
-        hook = _factory(target)(req)
+        hook = _factory(target)(req, cid, config)
         if hook is not None:
             hooks.append(hook)
     return hooks
 
 
-class Helper:
-    """The helper process and our end of its socket."""
+class Conversation:
+    """The supervisor's side of the protocol over a helper's socket."""
 
-    def __init__(self) -> None:
-        import subprocess
+    def __init__(self, helper: Helper) -> None:
+        self.helper = helper
+        self.sock = helper.sock
 
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pkg = str(Path(__file__).resolve().parent.parent)
-        site = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
-        env = {k: v for k, v in os.environ.items() if k.startswith(("PRUN_", "LANG", "LC_"))}
-        env["PYTHONPATH"] = os.pathsep.join([pkg, *site])
-        env["FUSE_LIBRARY_PATH"] = "libfuse.so.2"   # fusepy: skip find_library's ldconfig run
-        self.proc = subprocess.Popen(
-            [sys.executable, "-S", "-P", "-m", "rootless._helper", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),), env=env)
-        theirs.close()
-        self.sock = ours
-
-    def send(self, msg: P.Message) -> None:
-        P.send(self.sock, msg)
+    def send(self, msg: P.Message, fds: list[int] | None = None) -> None:
+        self.helper.send(msg, fds)
 
     def recv(self) -> tuple[P.Message, list[int]]:
         try:
-            return P.recv(self.sock)
-        except P.ProtocolError:
-            code = self.proc.wait()
-            raise ContainerError(f"run the container: the namespace helper exited "
-                                 f"(status {code}) before reporting",
+            return self.helper.recv()
+        except HelperDied as exc:
+            raise ContainerError(f"run the container: {exc}",
                                  hint="rerun with --log-level debug") from None
 
     def expect(self, kind: type[P.Message]) -> P.Message:
@@ -119,12 +115,6 @@ class Helper:
             raise ContainerError(f"run the container: the helper sent {type(msg).__name__}, "
                                  f"expected {kind.__name__}")
         return msg
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.sock.close()
 
 
 def failure(msg: P.Failed) -> PrunError:
@@ -148,30 +138,23 @@ def _rootfs(req: RunRequest, paths: Paths, cdir: Path, mountpoint: Path) -> tupl
         image = resolve_for_run(req.image, pull=req.pull, quiet=req.quiet)
         layers = image.layer_dirs
         config = {"Entrypoint": image.entrypoint, "Cmd": image.cmd, "Env": image.env,
-                  "WorkingDir": image.workdir, "User": image.user}
-    (cdir / "upper").mkdir()
-    (cdir / "work").mkdir()
+                  "WorkingDir": image.workdir, "User": image.user,
+                  "ExposedPorts": {p: {} for p in image.exposed_ports}}
+    (cdir / "upper").mkdir(exist_ok=True)
+    (cdir / "work").mkdir(exist_ok=True)
     return config, {"kind": "fuse", "lowerdirs": [str(p) for p in reversed(layers)],
                     "upperdir": str(cdir / "upper"), "workdir": str(cdir / "work"),
                     "mountpoint": str(mountpoint)}
 
 
 def _maps(req: RunRequest) -> idmap.IdMaps:
-    import pwd
-
-    uid, gid = os.getuid(), os.getgid()
-    try:
-        name = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        name = str(uid)
-    subu = idmap.read_subid("/etc/subuid", name, uid)
-    subg = idmap.read_subid("/etc/subgid", name, uid)
-    maps = idmap.plan(uid, gid, subu, subg, req.userns,
-                      [x for m in req.uidmap for x in idmap.parse_user_map(m, "--uidmap")],
-                      [x for m in req.gidmap for x in idmap.parse_user_map(m, "--gidmap")])
+    maps = idmap.for_user(
+        req.userns, [x for m in req.uidmap for x in idmap.parse_user_map(m, "--uidmap")],
+        [x for m in req.gidmap for x in idmap.parse_user_map(m, "--gidmap")])
     if maps.single:
-        print(f"prun: warning: no /etc/subuid and /etc/subgid range for {name}: only your own "
-              "id is mapped into the container (`prun info` shows the fix)", file=sys.stderr)
+        print(f"prun: warning: no /etc/subuid and /etc/subgid range for "
+              f"{idmap.user_name(os.getuid())}: only your own id is mapped into the container "
+              "(`prun info` shows the fix)", file=sys.stderr)
     return maps
 
 
@@ -207,32 +190,43 @@ def _claim_name(paths: Paths, name: str, cid: str) -> Path:
     return link
 
 
-def run(req: RunRequest) -> int:
-    """Run ``req`` in the foreground; return the container's exit code."""
-    import secrets
+def run(req: RunRequest, existing: str | None = None) -> int:
+    """Run ``req`` in the foreground; return the container's exit code.
+
+    ``existing``: the id of a created or exited detached container to start
+    again (``prun start``): its dir and upper layer are reused, its name is
+    already its own.
+    """
     import shutil
 
     if req.network.partition(":")[0] not in NETWORKS:
         from rootless.errors import UsageError
         raise UsageError(f"use --network {req.network}: unknown network mode",
                          hint=f"modes: {', '.join(NETWORKS)}")
+    timing.mark("cli")
+    if req.detach:
+        from rootless.containers.detach import check_request
+        check_request(req, paths=Paths.from_env())
     paths = Paths.from_env()
-    helper = Helper()
-    cid = secrets.token_hex(32)
+    helper = take(detach=req.detach)
+    cid = existing or os.urandom(32).hex()
     cdir = paths.data / "containers" / cid
     rdir = ensure_private_dir(paths.runtime) / "containers" / cid
     hooks: list[RunHooks] = []
     name_link = None
+    detached = False
     try:
-        if req.name:
+        if req.name and not existing:
             name_link = _claim_name(paths, req.name, cid)
-        cdir.mkdir(parents=True)
-        rdir.mkdir(parents=True)
+        cdir.mkdir(parents=True, exist_ok=bool(existing))
+        rdir.mkdir(parents=True, exist_ok=bool(existing))
         mountpoint = rdir / "rootfs"
         mountpoint.mkdir()
         config, rootfs = _rootfs(req, paths, cdir, mountpoint)
+        timing.mark("image")
         maps = _maps(req)
         hooks = load_hooks(req, cid, config)
+        timing.mark("hooks")
         hostname = req.hostname or cid[:12]
         etc = {}
         for path, text in _etc_files(req, hostname, hooks).items():
@@ -247,24 +241,33 @@ def run(req: RunRequest) -> int:
             import json
             (cdir / "config.json").write_text(json.dumps(
                 {"id": cid, "name": req.name, "image": req.image, "spec": spec}))
-        return _drive(helper, spec, maps, req, hooks)
+        if req.detach:
+            from rootless.containers import detach
+            store, record = detach.register_spec(paths, cid, req, spec)
+            _drive(Conversation(helper), spec, req, hooks)
+            detach.handed_over(store, record, helper.pid)
+            detached = True
+            if not existing:
+                print(cid, flush=True)
+            return 0
+        return _drive(Conversation(helper), spec, req, hooks)
     finally:
-        helper.close()
-        for hook in hooks:
-            hook.close()
-        shutil.rmtree(rdir, ignore_errors=True)
-        if req.rm:
-            shutil.rmtree(cdir, ignore_errors=True)
-            if name_link is not None:
-                name_link.unlink(missing_ok=True)
+        # -d: the keeper (the helper) now owns the helper, rdir and the hooks.
+        if not detached:
+            helper.close()
+            timing.mark("helper-exited")
+            for hook in hooks:
+                hook.close()
+            shutil.rmtree(rdir, ignore_errors=True)
+            if req.rm:
+                shutil.rmtree(cdir, ignore_errors=True)
+                if name_link is not None:
+                    name_link.unlink(missing_ok=True)
+        timing.mark("cleanup")
 
 
-def _drive(helper: Helper, spec: dict, maps: idmap.IdMaps, req: RunRequest,
-           hooks: list[RunHooks]) -> int:
+def _drive(helper: Conversation, spec: dict, req: RunRequest, hooks: list[RunHooks]) -> int:
     helper.send(P.Spec(spec))
-    ready = helper.expect(P.UsernsReady)
-    idmap.apply(ready.pid, maps)
-    helper.send(P.MapsDone())
     ns = helper.expect(P.NamespacesReady)
     for hook in hooks:
         hook.namespaces_ready(ns.pid)
@@ -282,7 +285,9 @@ def _drive(helper: Helper, spec: dict, maps: idmap.IdMaps, req: RunRequest,
         hook.container_created(pid)
     previous = {sig: signal.signal(sig, lambda s, _f: _forward(pid, s)) for sig in FORWARDED}
     try:
-        helper.send(P.Go())
+        # -d: the keeper takes over what would die with this process.
+        held = [fd for hook in hooks for fd in hook.keeper_fds()] if req.detach else []
+        helper.send(P.Go(), held)
         failed = None
         if master is not None:
             from rootless.ptyrelay import relay
@@ -291,14 +296,14 @@ def _drive(helper: Helper, spec: dict, maps: idmap.IdMaps, req: RunRequest,
             msg, _ = helper.recv()
             if isinstance(msg, P.Failed):
                 failed = msg
-            elif isinstance(msg, P.Exited):
+            elif isinstance(msg, (P.Exited, P.Detached)):
                 break
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if failed is not None:
         raise failure(failed)
-    return msg.code
+    return 0 if isinstance(msg, P.Detached) else msg.code
 
 
 def _forward(pid: int, sig: int) -> None:

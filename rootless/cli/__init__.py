@@ -32,8 +32,12 @@ log = logging.getLogger("prun")
 COMMANDS: dict[str, dict[str, str]] = {
     "Manage containers": {
         "run": "rootless.cli.run:run",
+        "create": "rootless.cli.create:create",
+        "start": "rootless.cli.containers:start",
+        "restart": "rootless.cli.containers:restart",
         "ps": "rootless.cli.containers:ps",
         "logs": "rootless.cli.containers:logs",
+        "exec": "rootless.cli.containers:exec_",
         "stop": "rootless.cli.containers:stop",
         "kill": "rootless.cli.containers:kill",
         "rm": "rootless.cli.containers:rm",
@@ -43,6 +47,10 @@ COMMANDS: dict[str, dict[str, str]] = {
         "container": "rootless.cli.containers:container",
         "volume": "rootless.cli.volumes:volume",
         "port": "rootless.cli.network:port",
+        "stats": "rootless.cli.cgroups:stats",
+        "pause": "rootless.cli.cgroups:pause",
+        "unpause": "rootless.cli.cgroups:unpause",
+        "update": "rootless.cli.cgroups:update",
     },
     "Manage images": {
         "pull": "rootless.cli.images:pull",
@@ -50,6 +58,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "images": "rootless.cli.images:images",
         "rmi": "rootless.cli.images:rmi",
         "tag": "rootless.cli.images:tag",
+        "untag": "rootless.cli.images:untag",
         "load": "rootless.cli.images:load",
         "save": "rootless.cli.images:save",
         "import": "rootless.cli.images:import_",
@@ -61,6 +70,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "System": {
         "info": "rootless.cli.system:info",
         "version": "rootless.cli.system:version",
+        "system": "rootless.cli.system:system",
     },
 }
 

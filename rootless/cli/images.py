@@ -201,6 +201,23 @@ def tag(image, targets) -> int:
 
 
 @click.command()
+@click.argument("image")
+@click.argument("names", nargs=-1)
+def untag(image, names) -> int:
+    """Remove names from an image (all of them when none are given); the
+    image itself stays.
+
+    \b
+    Example:
+      prun untag myalpine:1.0
+    """
+    from rootless.images import manage
+
+    manage.untag(_store(), image, list(names))
+    return 0
+
+
+@click.command()
 @click.option("-i", "--input", "input_", type=click.Path(dir_okay=True),
               help="Archive to read [default: stdin].")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
@@ -486,7 +503,7 @@ def image() -> None:
 
 
 for _name, _cmd in {"ls": images, "list": images, "rm": rmi, "inspect": inspect,
-                    "prune": prune, "pull": pull, "push": push, "tag": tag,
+                    "prune": prune, "pull": pull, "push": push, "tag": tag, "untag": untag,
                     "history": history, "load": load, "save": save,
                     "import": import_}.items():
     image.add_command(_cmd, _name)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import click
 
+from rootless.cli.cgroup_flags import cgroup_options, cgroup_request
+
 MULTI = {"multiple": True, "metavar": "VALUE"}
 
 
@@ -34,7 +36,7 @@ MULTI = {"multiple": True, "metavar": "VALUE"}
               help="With --read-only, mount tmpfs on /tmp, /var/tmp and /run.")
 @click.option("--network", "--net", "network", default=None,
               help="Network mode: slirp4netns[:allow_host_loopback=true,mtu=N,cidr=…,"
-                   "enable_ipv6=true,outbound_addr=IP], none or host [default: slirp4netns].")
+                   "enable_ipv6=true,outbound_addr=IP], pasta, none or host [default: slirp4netns].")
 @click.option("-p", "--publish", **MULTI,
               help="Publish [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp] (ranges a-b; no host port: "
                    "a free one).")
@@ -61,6 +63,14 @@ MULTI = {"multiple": True, "metavar": "VALUE"}
 @click.option("--pull", type=click.Choice(["missing", "always", "never"]), default="missing",
               show_default=True, help="Pull the image: when missing, always, or never.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not show pull progress.")
+@click.option("-d", "--detach", is_flag=True,
+              help="Run in the background; print the container id (see prun ps, logs, stop).")
+@click.option("--restart", default="no", show_default=True,
+              help="With -d: no, on-failure[:N], always or unless-stopped.")
+@click.option("--log-opt", **MULTI, help="With -d: max-size=SIZE, max-file=N (log rotation).")
+@click.option("--stop-timeout", type=float, default=10.0, show_default=True,
+              help="Seconds `prun stop` waits before SIGKILL.")
+@cgroup_options
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(image: str, command: tuple[str, ...], **opts) -> int:
@@ -72,9 +82,15 @@ def run(image: str, command: tuple[str, ...], **opts) -> int:
       prun run --rm -it -v ./data:/data:ro busybox sh
     """
     from rootless import supervisor
+    return supervisor.run(build_request(image, command, opts))
+
+
+def build_request(image: str, command: tuple[str, ...], opts: dict):
+    """The RunRequest for run's flags (`prun create` takes the same)."""
+    from rootless import supervisor
     from rootless.runspec import RunRequest
 
     net = opts.pop("network") or supervisor.DEFAULT_NETWORK
-    req = RunRequest(image=image, command=list(command), network=net,
-                     **{k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()})
-    return supervisor.run(req)
+    cgroup = cgroup_request(opts)
+    return RunRequest(image=image, command=list(command), network=net, cgroup=cgroup,
+                      **{k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()})

@@ -57,3 +57,68 @@ def version() -> int:
     click.echo(f"prun version {__version__}")
     click.echo(f"python {platform.python_version()} ({sys.executable})")
     return 0
+
+
+@click.group()
+def system() -> None:
+    """Manage prun's own state: seed a new store, or wipe it.
+
+    \b
+    Example:
+      prun system init
+      prun system reset -f
+    """
+
+
+@system.command()
+def init() -> int:
+    """Seed the store with localhost/busybox:latest (from the host's busybox-static).
+
+    `scripts/install` runs this, so `prun run busybox ...` works on a machine
+    with no registry in reach. Running it again changes nothing.
+
+    \b
+    Example:
+      prun system init && prun run --rm busybox echo hello
+    """
+    from rootless.images import seed
+    from rootless.images.store import Store
+
+    image_id, created = seed.seed(Store.default())
+    short = image_id.split(":")[1][:12]
+    click.echo(f"{seed.DEFAULT_IMAGE} {'seeded' if created else 'present'} ({short})")
+    return 0
+
+
+@system.command()
+@click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
+def reset(force: bool) -> int:
+    """Remove all of your containers, images, volumes and prun state.
+
+    Running containers are killed first; mounts a crash left behind are
+    detached. Your data dir ($XDG_DATA_HOME/prun or PRUN_ROOT) and runtime
+    dir are left empty.
+
+    \b
+    Example:
+      prun system reset -f && prun system init
+    """
+    from rootless.paths import Paths
+    from rootless.reset import reset as do_reset
+
+    paths = Paths.from_env()
+    if not force:
+        click.echo(f"This removes all containers, images, volumes and state in {paths.data} "
+                   f"and {paths.runtime}.", err=True)
+        try:
+            sure = click.confirm("Are you sure you want to continue?", err=True)
+        except click.exceptions.Abort:  # no stdin to answer from: that is not a yes
+            sure = False
+        if not sure:
+            click.echo("prun system reset: nothing removed", err=True)
+            return 0
+    report = do_reset(paths)
+    click.echo(f"removed {report.containers} container(s) and all images, volumes and state"
+               + (f"; detached {len(report.unmounted)} leftover mount(s)"
+                  if report.unmounted else ""))
+    return 0

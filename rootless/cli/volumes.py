@@ -20,14 +20,24 @@ def _users(store, name: str) -> list[str]:
 
 @click.group(short_help="Manage named volumes.")
 def volume() -> None:
-    """Create, list, inspect and remove named volumes."""
+    """Create, list, inspect and remove named volumes.
+
+    \b
+    Example:
+      prun volume create data && prun run --rm -v data:/data busybox ls /data
+    """
 
 
 @volume.command(short_help="Create a volume.")
 @click.option("-l", "--label", "labels", multiple=True, metavar="KEY=VALUE")
 @click.argument("name", required=False)
 def create(labels: tuple[str, ...], name: str | None) -> int:
-    """Create volume NAME (a random name when omitted); print its name."""
+    """Create volume NAME (a random name when omitted); print its name.
+
+    \b
+    Example:
+      prun volume create data
+    """
     import secrets
 
     from rootless.containers.store import Store
@@ -42,6 +52,12 @@ def create(labels: tuple[str, ...], name: str | None) -> int:
 @click.option("-q", "--quiet", is_flag=True, help="Only print names.")
 @click.option("--format", "fmt", default="table", metavar="table|json")
 def ls(quiet: bool, fmt: str) -> int:
+    """List volumes.
+
+    \b
+    Example:
+      prun volume ls -q
+    """
     from rootless.containers.store import Store
     vols = Store().volumes()
     if quiet:
@@ -59,6 +75,12 @@ def ls(quiet: bool, fmt: str) -> int:
 @volume.command(name="inspect", short_help="Show volumes as JSON.")
 @click.argument("names", nargs=-1, required=True)
 def inspect_(names: tuple[str, ...]) -> int:
+    """Print volumes as JSON (name, mount point, labels, creation time).
+
+    \b
+    Example:
+      prun volume inspect data
+    """
     from rootless.containers.store import Store
     from rootless.containers.views import iso
     store = Store()
@@ -76,6 +98,12 @@ def inspect_(names: tuple[str, ...]) -> int:
 @click.option("-f", "--force", is_flag=True, help="Remove even when a container uses it.")
 @click.argument("names", nargs=-1, required=True)
 def rm(force: bool, names: tuple[str, ...]) -> int:
+    """Remove volumes (-f: also when a container uses them).
+
+    \b
+    Example:
+      prun volume rm data
+    """
     from rootless.cli import report
     from rootless.containers.store import Store, remove_tree
     store = Store()
@@ -100,6 +128,12 @@ def rm(force: bool, names: tuple[str, ...]) -> int:
 @volume.command(short_help="Remove volumes no container uses.")
 @click.option("-f", "--force", is_flag=True, help="Do not ask (prun never asks).")
 def prune(force: bool) -> int:
+    """Remove every volume no container uses.
+
+    \b
+    Example:
+      prun volume prune -f
+    """
     from rootless.containers.store import Store, remove_tree
     store = Store()
     for v in store.volumes():

@@ -18,8 +18,9 @@ Rules:
 - SIGTERM/SIGINT/SIGHUP to the keeper mean "stop the container" (stop
   signal, then SIGKILL after the timeout); the keeper exits only once the
   container has exited for good.
-- ``ready_fd`` gets b"1" once the first start succeeded and the socket
-  listens, or b"E <message>\\n" when the first start failed.
+- ``ready(error)`` is called once: with None when the first start succeeded
+  and the socket listens, or with the message when the first start failed
+  (``fd_ready`` adapts a pipe: b"1" or b"E <message>\\n").
 - A workload has ``start() -> (pid, stdout_fd, stderr_fd)`` and
   ``cleanup()`` (after the last exit: unmount, stop helpers).
 """
@@ -101,11 +102,9 @@ class Keeper:
 
     # ------------------------------------------------------------ lifecycle
 
-    def serve(self, ready_fd: int | None = None) -> int:
+    def serve(self, ready=None) -> int:
         """Run until the container has exited for good; return its exit code."""
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        if ready_fd is not None:
-            os.set_inheritable(ready_fd, False)  # the container must not hold it open
+        set_subreaper()
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         for sig in (signal.SIGCHLD, *STOP_SIGNALS):
@@ -123,13 +122,11 @@ class Keeper:
             self._start()
         except OSError as exc:
             self._finish(127, f"start container: {exc}")
-            if ready_fd is not None:
-                os.write(ready_fd, f"E start container: {exc}\n".encode())
-                os.close(ready_fd)
+            if ready is not None:
+                ready(f"start container: {exc}")
             return 127
-        if ready_fd is not None:
-            os.write(ready_fd, b"1")
-            os.close(ready_fd)
+        if ready is not None:
+            ready(None)
         while not (self.finished and not self.pipes):
             self._loop_once()
         self.log.close()
@@ -311,6 +308,21 @@ class Keeper:
             conn.close()  # the client went away (ctrl-c on `prun wait`): nobody to tell
             return
         conn.close()
+
+
+def set_subreaper() -> None:
+    """Orphaned descendants (the container after its fork parent exits) come to us."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def fd_ready(fd: int):
+    """A ``ready`` callback reporting on a pipe (b"1" or b"E <message>\\n")."""
+    os.set_inheritable(fd, False)  # the container must not hold it open
+
+    def ready(error: str | None) -> None:
+        os.write(fd, b"1" if error is None else f"E {error}\n".encode())
+        os.close(fd)
+    return ready
 
 
 def _ignore(signum, frame) -> None:

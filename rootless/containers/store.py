@@ -119,6 +119,15 @@ class Store:
     def run_dir(self, cid: str) -> Path:
         return self.paths.runtime / "c" / cid[:12]
 
+    def runtime_dirs(self, cid: str) -> list[Path]:
+        """Everything a live container has in the runtime dir: ours and the
+        supervisor's (rootfs mount point, generated /etc files)."""
+        return [self.run_dir(cid), self.paths.runtime / "containers" / cid]
+
+    def name_link(self, name: str) -> Path:
+        """The supervisor's name claim (rootless.supervisor._claim_name)."""
+        return self.paths.data / "containers" / "names" / name
+
     def log_path(self, cid: str) -> Path:
         return self.data_dir(cid) / "ctr.log"
 
@@ -183,11 +192,14 @@ class Store:
 
     def rename(self, c: Container, name: str) -> None:
         check_name(name)
+        old = self.name_link(c.name)
         try:
             self.update(c, name=name)
         except sqlite3.IntegrityError as exc:
             raise ConflictError(f"rename container {c.name!r} to {name!r}: "
                                 f"the name is already in use") from exc
+        if old.is_symlink() and os.readlink(old) == c.id:
+            old.rename(self.name_link(name))
 
     def remove(self, c: Container) -> None:
         with db.transaction(self.conn):

@@ -153,11 +153,10 @@ def _load_oci(src: _Source, store: Store, what: str) -> list[Loaded]:
                                        rec.size))
         names = []
         ref_name = desc.annotations.get("org.opencontainers.image.ref.name")
-        if ref_name:
-            try:
-                names.append(reference.parse(ref_name).tagged)
-            except UsageError:
-                pass  # a bare tag ("latest") names no repository: the image stays unnamed
+        # OCI tools often write a bare tag ("latest") here: that names no
+        # repository, so the image stays unnamed (podman does the same).
+        if ref_name and ("/" in ref_name or ":" in ref_name):
+            names.append(reference.parse(ref_name).tagged)
         image_id = store.commit_image(body, manifest.media_type, cfg_bytes, records, names)
         out.append(Loaded(image_id, names))
     return out

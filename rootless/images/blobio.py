@@ -6,7 +6,9 @@ A layer flows through three readers, one pass, bounded memory:
            ─► Decompressed (gzip/zstd/none, sniffed from the first bytes)
            ─► Hashing (sha256 of the tar stream = the diff-id) ─► unpack
 
-Rules: decompression output per read is bounded (a zip bomb cannot fill
+Rules: a blob longer than its descriptor's size is refused as it streams
+(a hostile registry cannot feed an endless body); decompression output per
+read is bounded (a zip bomb cannot fill
 memory; it fills the disk and stops with ENOSPC in the caller's temp dir);
 multi-member gzip and multi-frame zstd streams are read to the end;
 ``drain`` reads what the tar reader left (padding) so both digests cover
@@ -32,18 +34,25 @@ class BlobTee:
     report the byte count to ``progress``."""
 
     def __init__(self, source: BinaryIO, sink: BinaryIO | None,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None, limit: int = -1) -> None:
         self.source, self.sink, self.progress = source, sink, progress
+        self.limit = limit          # the size the manifest declares (-1: unknown)
         self.hash = hashlib.sha256()
         self.size = 0
         self._head = b""
 
     def read(self, n: int = CHUNK) -> bytes:
-        data = self._head or self.source.read(n if n > 0 else CHUNK)
-        self._head = b""
+        n = n if n > 0 else CHUNK
+        if self._head:
+            data, self._head = self._head[:n], self._head[n:]
+        else:
+            data = self.source.read(n)
         if data:
             self.hash.update(data)
             self.size += len(data)
+            if 0 <= self.limit < self.size:
+                raise CorruptBlob(f"blob is larger than the {self.limit} bytes its "
+                                  f"descriptor declares")
             if self.sink is not None:
                 self.sink.write(data)
             if self.progress is not None:
@@ -54,7 +63,6 @@ class BlobTee:
         """The first bytes, without consuming them (compression sniffing)."""
         if not self._head:
             self._head = self.source.read(CHUNK)
-            return self._head
         return self._head
 
     @property
@@ -80,7 +88,22 @@ class Decompressed:
                 raw, read_size=CHUNK, read_across_frames=True, closefd=False)
 
     def read(self, n: int = CHUNK) -> bytes:
+        """Up to ``n`` bytes; fewer only at the end (tarfile's copy needs that)."""
         n = n if n > 0 else CHUNK
+        first = self._read(n)
+        if len(first) == n or not first:
+            return first
+        parts = [first]
+        got = len(first)
+        while got < n:
+            more = self._read(n - got)
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
+
+    def _read(self, n: int) -> bytes:
         try:
             if self.kind is None:
                 return self.raw.read(n)

@@ -11,7 +11,8 @@ syntax, the part prun honours)::
     insecure = true            # plain HTTP / unverified TLS allowed
     blocked = false
     [[registry.mirror]]
-    location = "mirror.example.com"
+    location = "mirror.example.com/prefix"
+    insecure = false
 
 Rules:
 - Without a file the search list is ``["docker.io"]`` (docker's behaviour).
@@ -20,6 +21,8 @@ Rules:
 - CA certificates for a registry come from ``certs.d/<host[:port]>/*.crt``
   under ``--cert-dir`` if given, else ``~/.config/containers/certs.d``,
   ``/etc/containers/certs.d`` and ``/etc/docker/certs.d``.
+- Pulls try a registry's mirrors in order, then the registry (``sources``);
+  a mirror that fails (unreachable, image missing) passes to the next.
 - The environment is injected (``env``) so tests never touch the real files.
 """
 
@@ -38,7 +41,7 @@ class RegistryConf:
     location: str
     insecure: bool = False
     blocked: bool = False
-    mirrors: tuple[str, ...] = ()
+    mirrors: tuple[RegistryConf, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,12 @@ def load(env: Mapping[str, str] | None = None) -> RegistriesConfig:
             continue
         except OSError as exc:
             raise UsageError(f"read registries configuration {path}: {exc.strerror}") from exc
-        return parse(data.decode(), path)
+        text = data.decode()
+        if not any(line.strip() and not line.lstrip().startswith("#")
+                   for line in text.splitlines()):
+            # Distros ship an all-comments file: skip tomllib (start-up time).
+            return RegistriesConfig(source=path)
+        return parse(text, path)
     return RegistriesConfig()
 
 
@@ -94,12 +102,42 @@ def parse(text: str, source: Path | None = None) -> RegistriesConfig:
         loc = entry.get("location") or entry.get("prefix")
         if not loc:
             continue
-        mirrors = tuple(m["location"] for m in entry.get("mirror", []) if m.get("location"))
+        mirrors = tuple(RegistryConf(m["location"], bool(m.get("insecure")))
+                        for m in entry.get("mirror", []) if m.get("location"))
         regs.append(RegistryConf(loc, bool(entry.get("insecure")), bool(entry.get("blocked")),
                                  mirrors))
     search = data.get("unqualified-search-registries")
     return RegistriesConfig(list(search) if search is not None else ["docker.io"], tuple(regs),
                             source)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where to pull a repository from: a mirror or the registry itself."""
+
+    host: str
+    repo: str
+    tls_verify: bool | None
+
+
+def sources(name: str, conf: RegistriesConfig, tls_verify: bool | None) -> list[Source]:
+    """Mirrors of repository ``name`` (host/path) first, then the registry.
+
+    A mirror's location replaces the matched registry location (host and
+    path prefix); an ``insecure`` mirror is reached like --tls-verify=false
+    unless the user said otherwise."""
+    host, _, repo = name.partition("/")
+    out = []
+    reg = conf.lookup(name)
+    if reg is not None:
+        rest = name[len(reg.location.rstrip("/")):].lstrip("/") \
+            if name.startswith(reg.location.rstrip("/")) else repo
+        for mirror in reg.mirrors:
+            m_host, _, m_prefix = mirror.location.rstrip("/").partition("/")
+            verify = tls_verify if tls_verify is not None else (False if mirror.insecure
+                                                                else None)
+            out.append(Source(m_host, f"{m_prefix}/{rest}" if m_prefix else rest, verify))
+    return [*out, Source(host, repo, tls_verify)]
 
 
 def cert_dirs(env: Mapping[str, str], cert_dir: str | None) -> list[Path]:

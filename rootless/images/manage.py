@@ -49,7 +49,7 @@ def names_of(store: Store, image_id: str) -> list[str]:
         "SELECT name FROM names WHERE image_id = ? ORDER BY name", (image_id,))]
 
 
-def list_images(store: Store, show_all: bool = True) -> list[ImageRow]:
+def list_images(store: Store) -> list[ImageRow]:
     """One row per tag (an untagged image: one row with <none>)."""
     out = []
     for img in store.db.execute("SELECT * FROM images ORDER BY added DESC").fetchall():
@@ -235,13 +235,6 @@ def history(store: Store, text: str) -> list[dict]:
     return rows
 
 
-def disk_usage(store: Store) -> dict:
-    images = store.db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM images").fetchone()
-    layers = store.db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM layers").fetchone()
-    return {"images": images[0], "images_size": images[1], "layers": layers[0],
-            "layers_size": layers[1]}
-
-
 def age(created: str | None, now: float | None = None) -> str:
     """'3 days ago' from an RFC 3339 time."""
     if not created:
@@ -267,10 +260,3 @@ def human_size(n: int) -> str:
             return f"{n:.3g} {unit}" if unit != "B" else f"{n} B"
         n /= 1000
     return f"{n:.3g} TB"
-
-
-def platform_of(store: Store, image_id: str) -> str:
-    cfg = store.config(image_id)
-    return "/".join(x for x in (cfg.get("os"), cfg.get("architecture"), cfg.get("variant")) if x)
-
-

@@ -7,14 +7,15 @@
   architecture must match, a wanted variant must match, and among the rest
   an entry without a variant is preferred over one with another variant.
 - ``RunConfig`` is the part of an image config a container needs.
-- Layer compression is known from the media type and confirmed by the
-  blob's first bytes (some registries mislabel), see ``sniff``.
+- Layer compression is read from the blob's first bytes when they are at
+  hand (some registries mislabel), else from the media type
+  (``compression``).
 """
 
 from __future__ import annotations
 
 import json
-import platform as _platform
+import os
 from dataclasses import dataclass, field
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -121,7 +122,7 @@ def parse_index(data: bytes) -> list[Descriptor]:
 
 
 def host_platform() -> str:
-    machine = _platform.machine()
+    machine = os.uname().machine
     arch = _ARCH.get(machine, machine)
     if arch == "arm64":
         return "linux/arm64/v8"

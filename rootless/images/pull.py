@@ -7,6 +7,7 @@ Steps (each a plain function call, the I/O in ``registry.client``):
 3. GET the manifest; an index picks the platform (``--platform``, default
    the host's) and GETs that manifest; every manifest and the config are
    checked against their digests;
+   (from the registry's mirrors first, if registries.conf lists any);
 4. download missing layers in parallel (``WORKERS`` threads, each holding the
    layer's lock so concurrent pulls unpack it once), streaming through
    verify → decompress → unpack (``Store.ingest_layer``);
@@ -21,9 +22,7 @@ the user wrote it>: <cause>`` with a hint.
 from __future__ import annotations
 
 import errno
-import hashlib
-import queue
-import threading
+import logging
 from dataclasses import dataclass, field
 
 from rootless.errors import PrunError, RegistryError, StoreError, UsageError
@@ -32,6 +31,7 @@ from rootless.images.progress import Reporter
 from rootless.images.store import LayerRecord, Store, hexof
 
 WORKERS = 4
+log = logging.getLogger("prun.pull")
 
 
 @dataclass
@@ -108,57 +108,72 @@ def _pull_one(text: str, ref: reference.Reference, store: Store, options: PullOp
         if hit and _present(store, hit[0], wanted):
             return PullResult(hit[0], str(ref), ref.digest, up_to_date=True)
 
-    client = RegistryClient(ref.domain, op=op, tls_verify=options.tls_verify,
-                            cert_dir=options.cert_dir, credentials=options.credentials,
-                            registries=conf)
-    try:
-        if not ref.digest:
-            hit = store.name_digest(ref.tagged)
-            if hit and _present(store, hit[0], wanted):
-                remote = client.head_manifest(ref.path, ref.manifest_ref)
-                if remote == hit[1]:
-                    reporter.say(f"Image {ref} is up to date")
-                    return PullResult(hit[0], str(ref), remote, up_to_date=True)
+    last: RegistryError | None = None
+    for source in config.sources(ref.name, conf, options.tls_verify):
+        client = RegistryClient(source.host, op=op, tls_verify=source.tls_verify,
+                                cert_dir=options.cert_dir, credentials=options.credentials,
+                                registries=conf, prefer_http=store.answered_http(source.host))
+        try:
+            result = _pull_from(op, ref, source.repo, client, store, wanted, reporter)
+            if client.base.startswith("http:") and not client.prefer_http:
+                store.remember_http(source.host)
+            return result
+        except RegistryError as exc:
+            last = exc
+            if source.host != ref.domain:
+                log.info("mirror %s failed, trying the next source: %s", source.host, exc)
+        finally:
+            client.close()
+    raise last
 
-        body, ctype, header_digest = client.get_manifest(ref.path, ref.manifest_ref)
-        top_digest = _verify(client, body, ref.digest or header_digest, "manifest")
+
+def _pull_from(op: str, ref: reference.Reference, repo: str, client, store: Store,
+               wanted: str, reporter: Reporter) -> PullResult:
+    if not ref.digest:
+        hit = store.name_digest(ref.tagged)
+        if hit and _present(store, hit[0], wanted):
+            remote = client.head_manifest(repo, ref.manifest_ref)
+            if remote == hit[1]:
+                reporter.say(f"Image {ref} is up to date")
+                return PullResult(hit[0], str(ref), remote, up_to_date=True)
+
+    body, ctype, header_digest = client.get_manifest(repo, ref.manifest_ref)
+    top_digest = _verify(client, body, ref.digest or header_digest, "manifest")
+    kind = _kind(client, body, ctype)
+    if kind in media.INDEXES:
+        entries = media.parse_index(body)
+        chosen = media.select_platform(entries, wanted)
+        if chosen is None:
+            have = ", ".join(media.platforms(entries)) or "none"
+            raise RegistryError(f"{op}: no image for platform {wanted} (the index has: "
+                                f"{have})", hint="pick one with --platform")
+        body, ctype, _ = client.get_manifest(repo, chosen.digest)
+        _verify(client, body, chosen.digest, "manifest")
         kind = _kind(client, body, ctype)
-        if kind in media.INDEXES:
-            entries = media.parse_index(body)
-            chosen = media.select_platform(entries, wanted)
-            if chosen is None:
-                have = ", ".join(media.platforms(entries)) or "none"
-                raise RegistryError(f"{op}: no image for platform {wanted} (the index has: "
-                                    f"{have})", hint="pick one with --platform")
-            body, ctype, _ = client.get_manifest(ref.path, chosen.digest)
-            _verify(client, body, chosen.digest, "manifest")
-            kind = _kind(client, body, ctype)
-            if kind not in media.MANIFESTS:
-                raise RegistryError(f"{op}: nested index {chosen.digest} is not supported")
-        try:
-            manifest = media.parse_manifest(body)
-        except media.MediaError as exc:
-            raise RegistryError(f"{op}: {exc}") from exc
+        if kind not in media.MANIFESTS:
+            raise RegistryError(f"{op}: nested index {chosen.digest} is not supported")
+    try:
+        manifest = media.parse_manifest(body)
+    except media.MediaError as exc:
+        raise RegistryError(f"{op}: {exc}") from exc
 
-        cfg_bytes = client.get_blob(ref.path, manifest.config.digest)
-        _verify(client, cfg_bytes, manifest.config.digest, "config")
-        try:
-            diff_ids = media.diff_ids(media.load_json(cfg_bytes, "image config"))
-        except media.MediaError as exc:
-            raise RegistryError(f"{op}: {exc}") from exc
-        if len(diff_ids) != len(manifest.layers):
-            raise RegistryError(f"{op}: the manifest lists {len(manifest.layers)} layers but "
-                                f"the config {len(diff_ids)}")
+    cfg_bytes = client.get_blob(repo, manifest.config.digest)
+    _verify(client, cfg_bytes, manifest.config.digest, "config")
+    try:
+        diff_ids = media.diff_ids(media.load_json(cfg_bytes, "image config"))
+    except media.MediaError as exc:
+        raise RegistryError(f"{op}: {exc}") from exc
+    if len(diff_ids) != len(manifest.layers):
+        raise RegistryError(f"{op}: the manifest lists {len(manifest.layers)} layers but "
+                            f"the config {len(diff_ids)}")
 
-        records, downloaded = _layers(op, client, ref, store, manifest, diff_ids, reporter)
-        reporter.say("Writing manifest to image destination")
-        names = [f"{ref.name}@{ref.digest}"] if ref.digest else \
-            [ref.tagged, f"{ref.name}@{top_digest}"]
-        image_id = store.commit_image(body, manifest.media_type, cfg_bytes, records, names,
-                                      source_digest=top_digest)
-        return PullResult(image_id, str(ref), top_digest, downloaded)
-    finally:
-        client.close()
+    records, downloaded = _layers(op, client, repo, store, manifest, diff_ids, reporter)
+    reporter.say("Writing manifest to image destination")
+    names = [f"{ref.name}@{ref.digest}"] if ref.digest else \
+        [ref.tagged, f"{ref.name}@{top_digest}"]
+    image_id = store.commit_image(body, manifest.media_type, cfg_bytes, records, names,
+                                  source_digest=top_digest)
+    return PullResult(image_id, str(ref), top_digest, downloaded)
 
 
 def _present(store: Store, image_id: str, wanted: str) -> bool:
@@ -181,6 +196,8 @@ def _kind(client, body: bytes, ctype: str) -> str:
 
 
 def _verify(client, data: bytes, digest: str | None, what: str) -> str:
+    import hashlib
+
     actual = "sha256:" + hashlib.sha256(data).hexdigest()
     if digest and digest.startswith("sha256:") and actual != digest:
         raise client.fail(f"{what} has digest {actual}, expected {digest}",
@@ -189,10 +206,14 @@ def _verify(client, data: bytes, digest: str | None, what: str) -> str:
     return actual
 
 
-def _layers(op: str, client, ref: reference.Reference, store: Store,
+def _layers(op: str, client, repo: str, store: Store,
             manifest: media.Manifest, diff_ids: list[str],
             reporter: Reporter) -> tuple[list[LayerRecord], list[str]]:
     """Make every layer present; parallel, cancellable, at most once each."""
+    import queue
+    import threading
+    import time
+
     records: dict[str, LayerRecord] = {}
     todo = []
     for desc, diff_id in zip(manifest.layers, diff_ids):
@@ -221,10 +242,11 @@ def _layers(op: str, client, ref: reference.Reference, store: Store,
                     if cancel.is_set():
                         raise _Cancelled
                     advance(n)
-                body = client.open_blob(ref.path, desc.digest, desc.size)
+                body = client.open_blob(repo, desc.digest, desc.size)
                 try:
                     record = store.ingest_layer(body, media_type=desc.media_type,
                                                 diff_id=diff_id, blob_digest=desc.digest,
+                                                blob_size=desc.size,
                                                 progress=step)
                 finally:
                     body.close()
@@ -255,15 +277,26 @@ def _layers(op: str, client, ref: reference.Reference, store: Store,
                 records[diff_id] = record
                 downloaded.append(record.blob_digest)
     except BaseException:
+        # Ctrl-C: let workers notice (at their next read) and clean up their
+        # temp files; one stuck in a read is left to the next prun's cleanup.
         cancel.set()
+        deadline = time.monotonic() + 2
+        while running and time.monotonic() < deadline:
+            try:
+                results.get(timeout=max(0.01, deadline - time.monotonic()))
+                running -= 1
+            except queue.Empty:
+                break
         raise
     if failure is not None:
         raise _translate(op, failure)
     return [records[d] for d in diff_ids], downloaded
 
 
-def _get(results: queue.Queue):
+def _get(results):
     # A timeout keeps the main thread responsive to Ctrl-C.
+    import queue
+
     while True:
         try:
             return results.get(timeout=0.5)

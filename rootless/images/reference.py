@@ -55,9 +55,6 @@ class Reference:
         """What to ask the registry for: the digest when given, else the tag."""
         return self.digest or self.tag or DEFAULT_TAG
 
-    def with_tag(self, tag: str) -> Reference:
-        return replace(self, tag=tag, digest=None)
-
     def __str__(self) -> str:
         text = self.name
         if self.tag or not self.digest:

@@ -6,6 +6,7 @@ Layout under the data dir (``rootless.paths``)::
     layers/<hex>/        each layer unpacked once, keyed by its diff-id
     tmp/<pid>-<rand>     work in progress (removed when its process is gone)
     locks/<hex>.lock     flock(2) per layer: one process unpacks it
+    http-registries/<host:port>  insecure registries that answered plain HTTP
     prun.db              images, layers, names (rootless.db)
 
 Rules:
@@ -34,7 +35,6 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
 import shutil
 import sqlite3
 import threading
@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from rootless import db
-from rootless.errors import NotFoundError, StoreError
+from rootless.errors import NotFoundError, StoreError, UsageError
 from rootless.images import media, reference
 from rootless.paths import Paths
 
@@ -113,11 +113,17 @@ class Store:
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
-            # Private like podman's storage: layers hold other users' files.
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            for d in (self.blobs, self.layers, self.tmp, self.locks):
-                d.mkdir(parents=True, exist_ok=True)
-            self._db = db.open_db(self.root / "prun.db")
+            try:
+                # Private like podman's storage: layers hold other users' files.
+                self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+                for d in (self.blobs, self.layers, self.tmp, self.locks):
+                    d.mkdir(parents=True, exist_ok=True)
+                self._db = db.open_db(self.root / "prun.db")
+            except (OSError, sqlite3.Error) as exc:
+                cause = getattr(exc, "strerror", None) or str(exc)
+                raise StoreError(f"open image store {self.root}: {cause}",
+                                 hint="the store ($PRUN_ROOT, else $XDG_DATA_HOME/prun) must "
+                                      "be a directory you own and can write") from exc
             self._clean_tmp()
         return self._db
 
@@ -140,7 +146,7 @@ class Store:
 
     def new_tmp(self, what: str) -> Path:
         self.db  # noqa: B018 -- creates the directories
-        return self.tmp / f"{os.getpid()}-{secrets.token_hex(6)}-{what}"
+        return self.tmp / f"{os.getpid()}-{os.urandom(6).hex()}-{what}"
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
@@ -158,6 +164,17 @@ class Store:
         finally:
             held.discard(name)
             os.close(fd)
+
+    # ------------------------------------------------------------ registries
+
+    def answered_http(self, host: str) -> bool:
+        """Whether insecure registry ``host`` answered plain HTTP before."""
+        return (self.root / "http-registries" / host).exists()
+
+    def remember_http(self, host: str) -> None:
+        path = self.root / "http-registries"
+        path.mkdir(exist_ok=True)
+        (path / host).touch()
 
     # ------------------------------------------------------------ blobs
 
@@ -208,11 +225,11 @@ class Store:
         return row["size"] if row else 0
 
     def ingest_layer(self, source: BinaryIO, *, media_type: str, diff_id: str | None = None,
-                     blob_digest: str | None = None,
+                     blob_digest: str | None = None, blob_size: int = -1,
                      progress: Callable[[int], None] | None = None) -> LayerRecord:
         """Read one layer blob from ``source``: keep the blob, unpack it.
 
-        ``diff_id``/``blob_digest`` are checked when given. Raises
+        ``diff_id``/``blob_digest``/``blob_size`` are checked when given. Raises
         ``blobio.CorruptBlob`` or ``unpack.UnsafeLayer`` on bad content and
         OSError on host failures; nothing is left behind in any case."""
         from rootless.images import blobio, unpack
@@ -221,7 +238,7 @@ class Store:
         dir_tmp = self.new_tmp("layer")
         try:
             with open(blob_tmp, "wb") as sink:
-                tee = blobio.BlobTee(source, sink, progress)
+                tee = blobio.BlobTee(source, sink, progress, blob_size)
                 try:
                     tar = blobio.Hashing(blobio.Decompressed(tee))
                     dir_tmp.mkdir()
@@ -321,7 +338,7 @@ class Store:
         A reference is tried first (a short one as localhost/NAME, then on
         each search registry), then an ID or unique ID prefix."""
         ref = None
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(UsageError):  # not a reference: maybe an ID
             ref = reference.parse(text)
         if ref is not None:
             if search is None:
@@ -362,8 +379,10 @@ def not_found(text: str) -> ImageNotFound:
 
 
 def resolve_for_run(ref_or_id: str, *, pull: str = "never", store: Store | None = None,
-                    quiet: bool = False) -> RunImage:
-    """The image ``prun run IMAGE`` means, pulled per ``pull`` (see module doc)."""
+                    quiet: bool = False, options=None) -> RunImage:
+    """The image ``prun run IMAGE`` means, pulled per ``pull`` (see module doc);
+    ``options`` (a ``pull.PullOptions``: --tls-verify, --cert-dir, --creds,
+    --platform) apply when it pulls."""
     if pull not in ("never", "missing", "always"):
         raise ValueError(f"pull policy {pull!r}")
     store = store or Store.default()
@@ -373,7 +392,7 @@ def resolve_for_run(ref_or_id: str, *, pull: str = "never", store: Store | None 
             raise not_found(ref_or_id)
         from rootless.images import pull as pulling
 
-        result = pulling.pull(ref_or_id, store=store, quiet=quiet)
+        result = pulling.pull(ref_or_id, store=store, quiet=quiet, options=options)
         hit = (result.image_id, result.name)
     return store.run_image(*hit)
 

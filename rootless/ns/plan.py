@@ -32,7 +32,7 @@ DEV_LINKS = (("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
 INIT_PATH = "/run/prun-init"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Volume:
     source: str          # host path (resolved) for binds; size/mode options for tmpfs
     target: str
@@ -43,7 +43,7 @@ class Volume:
     origin: str = ""     # the flag as the user wrote it, for error messages
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class MountInputs:
     volumes: list[Volume] = field(default_factory=list)
     etc_files: dict[str, str] = field(default_factory=dict)   # /etc/hosts -> host file

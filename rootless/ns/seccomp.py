@@ -4,16 +4,17 @@ Rules:
 - A profile is plain data: ``(default_action, rules)`` where a rule is
   ``(syscall_name, action, [(arg_index, op, value, value_two), ...])`` and an
   action is "allow", "errno:N", "kill" or "log". ``default_profile`` and
-  ``parse_json`` produce it (pure); ``load`` hands it to libseccomp through
-  ctypes in the container's init, right before exec.
+  ``parse_json`` produce it (pure); ``Filter`` hands it to libseccomp through
+  ctypes in the container's init (built before pivot_root, loaded right
+  before exec).
 - The default profile has the effect of podman's default for what it denies:
   key management (keyctl, add_key, request_key), kernel modules, kexec,
   reboot, clock setting, swap, accounting, bpf, perf_event_open,
-  userfaultfd, the mount API and namespace creation (unshare, setns, clone
-  and clone3 with namespace flags), each EPERM unless
-  the container keeps the capability podman conditions it on (SYS_ADMIN,
-  SYS_MODULE, SYS_BOOT, SYS_TIME, SYS_PACCT, SYS_PTRACE, SYS_RAWIO...).
-  Everything else is allowed (podman's allow-list holds every other call).
+  userfaultfd and the mount API, each EPERM unless the container keeps the
+  capability podman conditions it on (SYS_ADMIN, SYS_MODULE, SYS_BOOT,
+  SYS_TIME, SYS_PACCT, SYS_PTRACE, SYS_RAWIO...). Everything else is
+  allowed (podman's allow-list holds every other call); like podman (unlike
+  docker) unshare/setns/clone are allowed, so nested user namespaces work.
 - Syscalls unknown to this kernel/libseccomp are skipped, as podman does.
 - The filter is loaded while the init is still root with all capabilities,
   so no_new_privs is not required for it (``--security-opt
@@ -27,15 +28,12 @@ import errno as _errno
 Rule = tuple[str, str, list[tuple[int, str, int, int]]]
 EPERM = f"errno:{_errno.EPERM}"
 
-_NS_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000,
-             0x40000000)
-
 # capability that lifts the block -> syscalls blocked without it
 _BY_CAP = {
     None: ["keyctl", "add_key", "request_key", "uselib", "lookup_dcookie", "nfsservctl",
            "create_module", "get_kernel_syms", "query_module", "_sysctl", "sysfs", "ustat",
            "vm86", "vm86old", "userfaultfd"],
-    "SYS_ADMIN": ["mount", "umount", "umount2", "pivot_root", "unshare", "setns", "swapon",
+    "SYS_ADMIN": ["mount", "umount", "umount2", "pivot_root", "swapon",
                   "swapoff", "quotactl", "quotactl_fd", "open_by_handle_at", "name_to_handle_at",
                   "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree",
                   "mount_setattr", "bpf", "perf_event_open", "fanotify_init"],
@@ -57,11 +55,6 @@ def default_profile(caps: list[str]) -> tuple[str, list[Rule]]:
     for cap, names in _BY_CAP.items():
         if cap is None or cap not in kept:
             rules += [(n, EPERM, []) for n in names]
-    if "SYS_ADMIN" not in kept:
-        for flag in _NS_FLAGS:
-            rules.append(("clone", EPERM, [(0, "masked_eq", flag, flag)]))
-        # glibc falls back to clone() when clone3 says ENOSYS (podman does this).
-        rules.append(("clone3", f"errno:{_errno.ENOSYS}", []))
     return "allow", rules
 
 

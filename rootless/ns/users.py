@@ -5,7 +5,11 @@ Rules (podman's):
   after pivot_root, so they are the image's); a missing name is an error,
   numeric ids are allowed even when unlisted (gid then 0, home /).
 - Supplementary groups: every group of /etc/group listing the user by
-  name, plus ``--group-add`` (names or ids).
+  name and, when a user was asked for (``-u`` or the image's USER), the
+  primary group, plus ``--group-add`` (names or ids); without a user the
+  list is empty. That is what podman sets.
+- A numeric uid the image's /etc/passwd lacks gets a line there (when the
+  rootfs is writable), so ``id`` and shells show a name, as podman does.
 - The parsers are pure (``parse_passwd``/``parse_group`` take text).
 """
 
@@ -77,14 +81,29 @@ def lookup(spec: str, group_add: list[str], passwd: str, group: str) -> Identity
     extra: list[int] = []
     if entry and not grp:
         extra = [g for name, g, members in groups if entry[0] in members]
+    if spec:
+        extra.append(gid)
     extra += [_group_id(g, groups) for g in group_add]
     seen: list[int] = []
-    for g in [gid, *extra]:
+    for g in extra:
         if g not in seen:
             seen.append(g)
     return Identity(uid, gid, seen, home or "/")
 
 
+def passwd_line(ident: Identity) -> str:
+    """The /etc/passwd entry podman adds for a numeric -u the image lacks."""
+    return f"{ident.uid}:*:{ident.uid}:{ident.gid}:container user:{ident.home}:/bin/sh\n"
+
+
 def resolve(spec: str, group_add: list[str]) -> Identity:
     """The identity for ``-u`` inside the (already pivoted) container."""
-    return lookup(spec, group_add, _read("/etc/passwd"), _read("/etc/group"))
+    passwd = _read("/etc/passwd")
+    ident = lookup(spec, group_add, passwd, _read("/etc/group"))
+    if not any(u[1] == ident.uid for u in parse_passwd(passwd)):
+        try:
+            with open("/etc/passwd", "a") as f:
+                f.write(passwd_line(ident))
+        except OSError:
+            return ident  # read-only rootfs: the id works without a name
+    return ident

@@ -25,7 +25,8 @@ ensure_user() {
 
 prepare_test_env() {
     local here=$1
-    PRUN_EXTRAS=test "$here/scripts/install" >/dev/null
+    # Serialised: worktrees testing at once would install into one venv.
+    PRUN_EXTRAS=test flock /var/lock/prun-install.lock "$here/scripts/install" >/dev/null
     ensure_user "$user" yes
     ensure_user "$nosub_user" no
     chmod 0666 /dev/fuse /dev/net/tun

@@ -43,6 +43,17 @@ def store_leftovers(root: Path) -> dict:
             if (root / d).exists()}
 
 
+def slow_pull(proxy: FaultProxy, delay: float):
+    """A prun pull through a slow link, returned once layer bytes flow."""
+    proxy.delay = delay
+    child = popen("pull", "--tls-verify=false", f"{proxy.host}/busybox")
+    deadline = time.monotonic() + 30
+    while not any(s.sent for s in proxy.blob_gets()):
+        assert time.monotonic() < deadline, "the pull never started downloading"
+        time.sleep(0.05)
+    return child
+
+
 def test_pull_by_tag_gives_the_image_run_needs(plain_registry, stock_images, private_store):
     out = ok(prun("pull", "--tls-verify=false", f"{plain_registry.host}/busybox"))
     image = stock_images["busybox"]
@@ -171,12 +182,7 @@ def test_dropped_connection_resumes_with_range(proxy, stock_images):
 
 def test_kill_9_mid_pull_leaves_no_image_and_the_next_pull_works(proxy, private_store,
                                                                  stock_images):
-    proxy.delay = 0.5
-    child = popen("pull", "--tls-verify=false", f"{proxy.host}/busybox")
-    deadline = time.monotonic() + 30
-    while not any(s.sent for s in proxy.blob_gets()):
-        assert time.monotonic() < deadline, "the pull never started downloading"
-        time.sleep(0.05)
+    child = slow_pull(proxy, 0.5)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert ok(prun("images", "-q")) == ""
@@ -222,3 +228,62 @@ def test_debian_image_pull(debian_in_registry, private_store):
     assert len(run.layer_dirs) == 4 and run.cmd == ["bash"]
     assert Store(private_store).has_layer(image.diff_ids[0])
     assert (run.layer_dirs[-1] / "usr/share/doc/.wh..wh..opq").exists()
+
+
+def test_short_names_use_the_search_registries_and_mirrors(plain_registry, stock_images,
+                                                          tmp_path, monkeypatch):
+    conf = tmp_path / "registries.toml"
+    conf.write_text(f'unqualified-search-registries = ["{plain_registry.host}"]\n'
+                    f'[[registry]]\nlocation = "{plain_registry.host}"\ninsecure = true\n'
+                    f'[[registry]]\nlocation = "registry.invalid"\n'
+                    f'[[registry.mirror]]\nlocation = "{plain_registry.host}"\n'
+                    f'insecure = true\n')
+    monkeypatch.setenv("PRUN_REGISTRIES_CONF", str(conf))
+    out = ok(prun("pull", "-q", "busybox"))
+    assert out.strip() == stock_images["busybox"].id.split(":")[1]
+    assert resolve_for_run("busybox").name == f"{plain_registry.host}/busybox:latest"
+    out = ok(prun("pull", "-q", "registry.invalid/multiarch"))
+    assert out.strip() == stock_images["multiarch"].children[1].id.split(":")[1]
+    assert resolve_for_run("registry.invalid/multiarch").id == \
+        stock_images["multiarch"].children[1].id
+
+
+def test_resolve_for_run_pulls_when_missing_and_only_then(proxy, stock_images):
+    from rootless.images.pull import PullOptions
+    from rootless.images.store import ImageNotFound
+
+    ref = f"{proxy.host}/busybox"
+    with pytest.raises(ImageNotFound):
+        resolve_for_run(ref)
+    opts = PullOptions(tls_verify=False)
+    run = resolve_for_run(ref, pull="missing", quiet=True, options=opts)
+    assert run.id == stock_images["busybox"].id
+    proxy.requests.clear()
+    assert resolve_for_run(ref, pull="missing", options=opts).id == run.id
+    assert proxy.requests == []  # present: no network at all
+    assert resolve_for_run(ref, pull="always", quiet=True, options=opts).id == run.id
+    assert [s.method for s in proxy.requests if s.path != "/v2/"] == ["HEAD"]
+
+
+def test_ctrl_c_mid_pull_exits_130_and_leaves_no_image(proxy, private_store):
+    child = slow_pull(proxy, 0.2)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=30)
+    assert child.returncode == 130, err
+    assert "Traceback" not in err and "Fatal" not in err
+    assert ok(prun("images", "-q")) == ""
+    assert os.listdir(private_store / "tmp") == []
+
+
+def test_503_is_retried_and_redirects_are_followed(proxy, stock_images):
+    proxy.unavailable = 2
+    out = ok(prun("pull", "-q", "--tls-verify=false", f"{proxy.host}/busybox"))
+    assert out.strip() == stock_images["busybox"].id.split(":")[1]
+    assert [s.status for s in proxy.blob_gets()][:2] == [503, 503]
+
+
+def test_blob_redirects_to_another_host_are_followed(proxy, stock_images, private_store):
+    proxy.redirect = True
+    out = ok(prun("pull", "-q", "--tls-verify=false", f"{proxy.host}/busybox-zstd"))
+    assert out.strip() == stock_images["busybox-zstd"].id.split(":")[1]
+    assert {s.status for s in proxy.blob_gets()} == {307}

@@ -21,16 +21,19 @@ from tests.integration.run_support import prun, require_run_host
 pytestmark = pytest.mark.integration
 
 
+def _pulled(ref: str, tmp_path_factory) -> tuple[str, dict]:
+    """``ref`` pulled into a store of its own; (ref, env naming that store)."""
+    require_run_host()
+    env = {"PRUN_ROOT": str(tmp_path_factory.mktemp("run-store"))}
+    out = prun("pull", "-q", "--tls-verify=false", ref, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return ref, env
+
+
 @pytest.fixture(scope="module")
 def image(plain_registry, tmp_path_factory):
     """busybox pulled once into a store shared by this module's tests."""
-    require_run_host()
-    store = tmp_path_factory.mktemp("run-store")
-    env = {"PRUN_ROOT": str(store)}
-    ref = f"{plain_registry.host}/busybox"
-    out = prun("pull", "-q", "--tls-verify=false", ref, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return ref, env
+    return _pulled(f"{plain_registry.host}/busybox", tmp_path_factory)
 
 
 def run(image, *args, **kw):
@@ -165,3 +168,37 @@ def test_init_reaps_and_forwards(image):
     time.sleep(1.5)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 143
+
+
+@pytest.fixture(scope="module")
+def debian(debian_in_registry, tmp_path_factory):
+    """The debootstrap minbase image (it has perl, whose syscall() reaches
+    keyctl/add_key directly) pulled into its own store."""
+    registry, _ = debian_in_registry
+    return _pulled(f"{registry.host}/debian:bookworm", tmp_path_factory)
+
+
+# x86_64: add_key = 248, keyctl = 250 (KEYCTL_GET_KEYRING_ID of the session keyring)
+KEYRING = ('syscall(250, 0, -3, 1) == -1 ? print("keyctl: $!\\n") : print("keyctl: ok\\n");'
+           'my ($t, $d, $v) = ("user", "k", "v");'
+           'syscall(248, $t, $d, $v, 1, -3) == -1 ? print("add_key: $!\\n") '
+           ': print("add_key: ok\\n")')
+
+
+def test_seccomp_blocks_keyctl_and_add_key(debian):
+    out = run(debian, "--network", "none", "IMAGE", "perl", "-e", KEYRING)
+    assert out.stdout == "keyctl: Operation not permitted\nadd_key: Operation not permitted\n", \
+        out.stderr
+    out = run(debian, "--network", "none", "--security-opt", "seccomp=unconfined", "IMAGE",
+              "perl", "-e", KEYRING)
+    assert "Operation not permitted" not in out.stdout, out.stdout
+
+
+def test_setuid_binary_in_the_image_gains_nothing(debian):
+    # su is setuid root in the image; with no_new_privs and the user's own
+    # id as container root it cannot raise a non-root user's privileges.
+    out = run(debian, "--network", "none", "-u", "1000", "IMAGE", "sh", "-c",
+              "stat -c %a /usr/bin/su; su -c id root </dev/null 2>&1; id -u")
+    lines = out.stdout.splitlines()
+    assert lines[0] == "4755" and lines[-1] == "1000", out.stdout
+    assert "uid=0" not in out.stdout

@@ -9,7 +9,10 @@ real ``plain_registry``. Every request is forwarded to the registry as is
   (the layers; configs stay intact);
 - ``cut_after``: send the headers and this many body bytes, then close the
   connection — once per blob, so a resumed download can finish;
-- ``delay``: seconds to sleep per 64 KiB chunk (a slow link, for kill -9).
+- ``delay``: seconds to sleep per 64 KiB chunk (a slow link, for kill -9);
+- ``unavailable``: answer this many blob GETs with 503 first (retries);
+- ``redirect``: answer blob GETs with a 307 to the registry itself, as
+  registries backed by object storage do.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class FaultProxy:
     corrupt: bool = False
     cut_after: int | None = None
     delay: float = 0.0
+    unavailable: int = 0
+    redirect: bool = False
     requests: list[Seen] = field(default_factory=list)
     _cut: set = field(default_factory=set)
 
@@ -69,6 +74,19 @@ class FaultProxy:
     def forward(self, h: http.server.BaseHTTPRequestHandler) -> None:
         seen = Seen(h.command, h.path, h.headers.get("Range"))
         self.requests.append(seen)
+        blob_get = h.command == "GET" and "/blobs/sha256:" in h.path
+        if blob_get and (self.unavailable or self.redirect):
+            if self.unavailable:
+                self.unavailable -= 1
+                seen.status, location = 503, None
+            else:
+                seen.status, location = 307, f"http://{self.upstream}{h.path}"
+            h.send_response(seen.status)
+            if location:
+                h.send_header("Location", location)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else None
         headers = {k: v for k, v in h.headers.items() if k.lower() not in ("host", "connection")}

@@ -45,6 +45,11 @@ def test_registry_error_bodies_become_messages():
     assert protocol.error_codes(body) == {"NAME_UNKNOWN"}
 
 
+def test_docker_hub_is_reached_at_its_api_host():
+    assert protocol.endpoint("docker.io") == "registry-1.docker.io"
+    assert protocol.endpoint("quay.io") == "quay.io"
+
+
 def test_request_plans():
     m = protocol.manifest("https://r", "a/b", "latest", "HEAD")
     assert (m.method, m.url) == ("HEAD", "https://r/v2/a/b/manifests/latest")
@@ -111,3 +116,14 @@ def test_auth_file_round_trip_is_private(tmp_path: Path):
     assert auth.lookup("docker.io", env) == ("hub", "secret")
     assert auth.remove("reg.example:5000", env)
     assert auth.lookup("reg.example:5000", env) is None
+
+
+def test_mirrors_come_first_and_replace_the_location():
+    conf = config.parse('[[registry]]\nlocation = "docker.io"\n'
+                        '[[registry.mirror]]\nlocation = "mirror.example/cache"\ninsecure = true\n'
+                        '[[registry.mirror]]\nlocation = "m2.example"\n')
+    got = config.sources("docker.io/library/alpine", conf, None)
+    assert got == [config.Source("mirror.example", "cache/library/alpine", False),
+                   config.Source("m2.example", "library/alpine", None),
+                   config.Source("docker.io", "library/alpine", None)]
+    assert config.sources("quay.io/a/b", conf, True) == [config.Source("quay.io", "a/b", True)]

@@ -1,11 +1,12 @@
-"""The one module that speaks HTTP to registries (stdlib http.client).
+"""The registry client: executes ``protocol`` plans over ``http11``.
 
 Why not httpx (the stack table's choice): importing httpx costs ~185 ms here
 (httpcore imports trio when it is installed; httpx imports click and rich
-for its own CLI) — more than podman's whole re-pull of a present image. A
-pull's requests are few and sequential per layer; http.client with one
-keep-alive connection per thread and host does that at 27 ms import cost.
-This module is the only HTTP user, so a swap is one file.
+for its own CLI) — more than podman's whole re-pull of a present image —
+and http.client costs half of what remains (it parses headers with the
+email package). Registry traffic is a few sequential requests per layer:
+``http11`` does that with one keep-alive connection per thread and host.
+This module and ``http11`` are the only HTTP code, so a swap is local.
 
 Rules:
 - ``RegistryClient`` executes ``protocol`` plans for one registry host and
@@ -14,7 +15,8 @@ Rules:
 - Transport security: HTTPS verified against the system CAs plus
   ``certs.d/<host>/*.crt``; with ``tls_verify=False`` or an ``insecure``
   registry in registries.conf, HTTPS is tried unverified and plain HTTP
-  after it (as podman does).
+  after it (as podman does) — or plain HTTP first when the caller knows
+  (``prefer_http``) that this registry answered it before.
 - Auth: the ``/v2/`` ping learns the challenge; Basic sends the stored
   credentials; Bearer fetches one token per scope set and reuses it.
 - Reliability: connection failures and 408/429/5xx are retried (3 tries,
@@ -27,9 +29,8 @@ Rules:
 
 from __future__ import annotations
 
-import http.client
 import os
-import ssl
+import socket
 import threading
 import time
 import urllib.parse
@@ -38,7 +39,7 @@ from typing import BinaryIO
 
 from rootless.errors import RegistryError
 from rootless.images import auth, config
-from rootless.images.registry import protocol
+from rootless.images.registry import http11, protocol
 from rootless.images.registry.protocol import Request
 
 TIMEOUT = 60
@@ -49,13 +50,13 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class Response:
-    def __init__(self, status: int, headers: http.client.HTTPMessage, body: bytes,
-                 raw: http.client.HTTPResponse | None = None) -> None:
+    def __init__(self, status: int, headers: http11.Headers, body: bytes,
+                 raw: http11.Response | None = None) -> None:
         self.status, self.headers, self.body, self.raw = status, headers, body, raw
 
 
 class Transport:
-    """Keep-alive connections per (thread, scheme, host); TLS contexts per host."""
+    """Keep-alive connections per (thread, scheme, host)."""
 
     def __init__(self, ssl_context) -> None:
         self._ssl_context = ssl_context
@@ -64,15 +65,11 @@ class Transport:
     def _pool(self) -> dict:
         return self._local.__dict__.setdefault("pool", {})
 
-    def connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+    def connection(self, scheme: str, netloc: str) -> http11.Connection:
         pool = self._pool()
         conn = pool.get((scheme, netloc))
         if conn is None:
-            if scheme == "https":
-                conn = http.client.HTTPSConnection(netloc, timeout=TIMEOUT, blocksize=BLOCK,
-                                                   context=self._ssl_context(netloc))
-            else:
-                conn = http.client.HTTPConnection(netloc, timeout=TIMEOUT, blocksize=BLOCK)
+            conn = http11.Connection(scheme, netloc, TIMEOUT, self._ssl_context)
             pool[(scheme, netloc)] = conn
         return conn
 
@@ -84,12 +81,11 @@ class Transport:
     def send(self, req: Request, stream: bool = False,
              body: BinaryIO | None = None) -> Response:
         parts = urllib.parse.urlsplit(req.url)
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         conn = self.connection(parts.scheme, parts.netloc)
         try:
-            conn.request(req.method, path, body=body if body is not None else req.body,
-                         headers=req.headers)
-            resp = conn.getresponse()
+            resp = conn.request(req.method, path, req.headers,
+                                body if body is not None else req.body)
             if stream and resp.status in (200, 206):
                 return Response(resp.status, resp.headers, b"", resp)
             return Response(resp.status, resp.headers, resp.read())
@@ -108,8 +104,9 @@ class RegistryClient:
                  cert_dir: str | None = None, credentials: tuple[str, str] | None = None,
                  registries: config.RegistriesConfig | None = None,
                  env: Mapping[str, str] | None = None, push: bool = False,
-                 transport: Transport | None = None) -> None:
+                 prefer_http: bool = False, transport: Transport | None = None) -> None:
         self.host, self.op, self.push = host, op, push
+        self.prefer_http = prefer_http
         env = os.environ if env is None else env
         conf = (registries or config.RegistriesConfig()).lookup(host)
         self.insecure = (tls_verify is False) or (tls_verify is None and conf is not None
@@ -124,7 +121,9 @@ class RegistryClient:
 
     # -------------------------------------------------------------- setup
 
-    def _context(self, netloc: str) -> ssl.SSLContext:
+    def _context(self, netloc: str):
+        import ssl
+
         if self.insecure:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
@@ -142,15 +141,21 @@ class RegistryClient:
         """Ping /v2/ to choose the scheme and learn the auth challenge."""
         if self.base is not None:
             return
-        schemes = ("https", "http") if self.insecure else ("https",)
+        schemes = ("https",)
+        if self.insecure:
+            # prefer_http: this insecure registry answered plain HTTP before,
+            # so try that first (skips loading ssl and a failing handshake).
+            schemes = ("http", "https") if self.prefer_http else ("https", "http")
         last: Exception | None = None
         for scheme in schemes:
-            base = protocol.base_url(scheme, self.host)
+            base = protocol.base_url(scheme, protocol.endpoint(self.host))
             try:
                 resp = self._send_retrying(protocol.ping(base))
-            except (OSError, http.client.HTTPException) as exc:
+            except OSError as exc:
                 last = exc
                 continue
+            if scheme == "http" and resp.status not in (200, 401) and scheme != schemes[-1]:
+                continue  # e.g. 400 "client sent an HTTP request to an HTTPS server"
             self.base = base
             if resp.status == 401:
                 self._challenge = protocol.parse_challenge(resp.headers.get("WWW-Authenticate"))
@@ -158,13 +163,13 @@ class RegistryClient:
         raise self._connect_error(last)
 
     def _connect_error(self, exc: Exception | None) -> RegistryError:
-        if isinstance(exc, ssl.SSLCertVerificationError):
+        if isinstance(exc, http11.TLSError) and exc.verify_message:
             return self.fail(f"TLS certificate of {self.host} not trusted: "
                              f"{exc.verify_message}",
                              hint=f"put its CA in ~/.config/containers/certs.d/{self.host}/ca.crt "
                                   f"or pass --cert-dir; --tls-verify=false skips the check")
-        if isinstance(exc, ssl.SSLError):
-            return self.fail(f"TLS handshake with {self.host} failed: {exc.reason or exc}",
+        if isinstance(exc, http11.TLSError):
+            return self.fail(f"TLS handshake with {self.host} failed: {exc.reason}",
                              hint="if the registry speaks plain HTTP, pass --tls-verify=false "
                                   "or mark it insecure in registries.conf")
         cause = getattr(exc, "strerror", None) or str(exc)
@@ -178,9 +183,9 @@ class RegistryClient:
         for attempt in range(TRIES):
             try:
                 resp = self.transport.send(req, stream, body)
-            except ssl.SSLError:
-                raise
-            except (OSError, http.client.HTTPException):
+            except (http11.TLSError, socket.gaierror):
+                raise  # retrying does not fix a certificate or a host name
+            except OSError:
                 if attempt == TRIES - 1 or (body is not None and not body.seekable()):
                     raise
                 if body is not None:
@@ -209,7 +214,7 @@ class RegistryClient:
             try:
                 resp = self._send_retrying(Request(req.method, req.url, headers, req.body),
                                            stream, body)
-            except (OSError, http.client.HTTPException) as exc:
+            except OSError as exc:
                 raise self._connect_error(exc) from exc
             if resp.status == 401 and self._authenticate(resp, key):
                 if body is not None:
@@ -217,7 +222,7 @@ class RegistryClient:
                 continue
             if resp.status in _REDIRECTS and "Location" in resp.headers:
                 target = urllib.parse.urljoin(req.url, resp.headers["Location"])
-                same = urllib.parse.urlsplit(target).netloc == self.host
+                same = urllib.parse.urlsplit(target).netloc == protocol.endpoint(self.host)
                 hdrs = dict(req.headers) if same else \
                     {k: v for k, v in req.headers.items() if k.lower() != "authorization"}
                 if not same:
@@ -231,7 +236,7 @@ class RegistryClient:
         # A blob redirected to a storage host: no registry auth goes there.
         try:
             return self._send_retrying(req, stream)
-        except (OSError, http.client.HTTPException) as exc:
+        except OSError as exc:
             raise self._connect_error(exc) from exc
 
     def _scope_key(self) -> str:
@@ -267,7 +272,7 @@ class RegistryClient:
             raise self.fail(f"cannot authenticate: {exc}") from exc
         try:
             resp = self._send_retrying(req)
-        except (OSError, http.client.HTTPException) as exc:
+        except OSError as exc:
             raise self._connect_error(exc) from exc
         if resp.status in (401, 403):
             raise self.fail(f"authentication at {urllib.parse.urlsplit(req.url).netloc} "
@@ -364,8 +369,7 @@ class BlobReader:
     def __init__(self, client: RegistryClient, repo: str, digest: str, size: int) -> None:
         self.client, self.repo, self.digest, self.size = client, repo, digest, size
         self.offset = 0
-        self.resumes = 0
-        self._resp: http.client.HTTPResponse | None = None
+        self._resp: http11.Response | None = None
         self._done = False
 
     def _open(self) -> None:
@@ -389,13 +393,13 @@ class BlobReader:
                 if self._resp is None:
                     self._open()
                 data = self._resp.read(n if n > 0 else BLOCK)
-            except http.client.IncompleteRead as exc:
+            except http11.IncompleteRead as exc:
                 data = exc.partial
                 self._reset()
                 if data:
                     self.offset += len(data)
                     return data
-            except (OSError, http.client.HTTPException) as exc:
+            except OSError as exc:
                 self._reset()
                 if attempt == TRIES:
                     raise self.client.fail(f"download {self.digest} failed after "
@@ -409,7 +413,6 @@ class BlobReader:
                     self._resp = None
                     return b""
                 self._reset()  # the connection ended early without an error
-            self.resumes += 1
             time.sleep(BACKOFF * attempt)
         raise self.client.fail(f"download {self.digest} failed after {self.offset} bytes")
 

@@ -38,6 +38,11 @@ class Challenge:
     params: dict[str, str]
 
 
+def endpoint(host: str) -> str:
+    """The host to connect to: Docker Hub's API is not served at docker.io."""
+    return "registry-1.docker.io" if host == "docker.io" else host
+
+
 def base_url(scheme: str, host: str) -> str:
     return f"{scheme}://{host}"
 
