@@ -13,6 +13,7 @@ apply; the order of steps in each method is what keeps them crash-safe:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -36,11 +37,8 @@ class UnionFS(Union):
             raise _err(errno.EINVAL, path)
         self._need_upper()
         pe = self.dir(parent)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self._child(pe, name, path)
-        except FileNotFoundError:
-            pass
-        else:
             raise _err(errno.EEXIST, path)
         updir = self.upper_dir(parent)
         return self.dir(parent), updir, name

@@ -21,6 +21,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -245,10 +246,8 @@ def parse_since(text: str, now: float | None = None, flag: str = "--since") -> s
     from rootless.errors import UsageError
     now = time.time() if now is None else now
     t = text.strip()
-    try:
+    with contextlib.suppress(ValueError):  # not a number: a duration or a date
         return timestamp(int(float(t) * 1e9))
-    except ValueError:
-        pass
     total, num = 0.0, ""
     for ch in t:
         if ch.isdigit() or ch == ".":
