@@ -103,7 +103,7 @@ def test_shares_a_none_network_by_id(bb, tmp_path):  # noqa: F811
         ok("rm", "-f", "lonely")
 
 
-def test_missing_or_stopped_target_fails_125(bb):  # noqa: F811
+def test_missing_stopped_or_nested_target_fails_125(bb):  # noqa: F811
     out = prun("run", "--rm", "--network", "container:nosuch", "--rootfs", bb, "true")
     assert out.returncode == 125
     assert "no such container 'nosuch'" in out.stderr and "prun ps" in out.stderr
@@ -113,6 +113,15 @@ def test_missing_or_stopped_target_fails_125(bb):  # noqa: F811
     assert out.returncode == 125
     assert "container done is not running" in out.stderr and "prun ps" in out.stderr
     ok("rm", "done")
+    # a target in a nested user namespace: its network is out of reach
+    ok("run", "-d", "--name", "kid", "--userns", "keep-id", "--network", "none", "--rootfs",
+       bb, "sleep", "1000")
+    try:
+        out = prun("run", "--rm", "--network", "container:kid", "--rootfs", bb, "true")
+        assert out.returncode == 125
+        assert "container kid runs in a nested user namespace" in out.stderr
+    finally:
+        ok("rm", "-f", "kid")
 
 
 def test_publish_and_dns_with_container_network_are_refused(bb):  # noqa: F811
