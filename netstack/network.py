@@ -68,7 +68,7 @@ def parse_mode(spec: str) -> tuple[str, SlirpOptions | None]:
     if mode not in MODES:
         raise UsageError(f"use network {spec!r}: unknown network mode",
                          hint="modes: slirp4netns[:allow_host_loopback=true,mtu=N,…], pasta, "
-                              "none, host")
+                              "none, host, container:NAME|ID")
     if mode == "slirp4netns":
         return mode, parse_options(opts, spec)
     if opts:
@@ -174,6 +174,9 @@ class NetworkHook:
         if self.plan.names.no_hosts:
             files.pop("/etc/hosts", None)
         files.update(new)
+
+    def wire_spec(self, spec: dict) -> None:
+        """Nothing to change: the helper creates the network namespace itself."""
 
     def namespaces_ready(self, helper_pid: int) -> None:
         if self.plan.mode == "pasta":

@@ -21,6 +21,13 @@ Processes and order (comments say why an order matters):
    stops before exec until the supervisor's hooks (cgroup, network) ran.
 6. Wait for C; stop F; report the exit code.
 Only this process reads the socket; C writes to it (Pty, Failed) only.
+
+``--network container:`` (argument ``join``, rootless.containers.netjoin):
+no M and no unshare(USER) at start; with the Spec, the helper setns()es
+into the user namespace of the target's keeper (``spec["join"]``; a
+sibling user namespace could not join its network namespace), then goes on
+from step 2, and in step 3 setns()es into the keeper's network namespace
+instead of unsharing one (lo is up already). F joins us as usual.
 """
 
 from __future__ import annotations
@@ -281,7 +288,24 @@ def _enter_nested(uid_lines: list, gid_lines: list) -> None:
     # then still open /proc/<us>/ns/*.
 
 
-def run(sock: socket.socket) -> int:
+def _join_user(pid: int) -> int:
+    """Enter the user namespace of ``pid``; return an fd of its network namespace.
+
+    Both are opened first, while /proc/PID is still ours to read."""
+    try:
+        user = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        net = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        nsys.setns(user, nsys.CLONE_NEWUSER)
+    except OSError as exc:
+        raise P.RemoteFailure(P.Failed(
+            f"join the network of the other container: {exc.strerror or exc}",
+            "it may have stopped: see `prun ps`", 125)) from None
+    os.close(user)
+    nsys.prctl(4, 1)  # PR_SET_DUMPABLE: F joins us through /proc/<us>/ns
+    return net
+
+
+def run(sock: socket.socket, join: bool = False) -> int:
     me = os.getpid()
     go_r, go_w = os.pipe()
     fready_r, fready_w = os.pipe()
@@ -295,8 +319,8 @@ def run(sock: socket.socket) -> int:
         for fd in (go_w, fready_r, joined_r, unshared_w, maps_r, unshared_r, maps_w):
             os.close(fd)
         fuse_server(me, go_r, fready_w, joined_w)
-    mpid = os.fork()
-    if mpid == 0:
+    mpid = 0 if join else os.fork()
+    if mpid == 0 and not join:
         nsys.prctl(nsys.PR_SET_PDEATHSIG, signal.SIGKILL)
         sock.close()
         for fd in (go_w, fready_r, joined_r, unshared_w, maps_r, go_r, fready_w, joined_w):
@@ -305,17 +329,25 @@ def run(sock: socket.socket) -> int:
         os._exit(0)
     for fd in (go_r, fready_w, joined_w, unshared_r, maps_w):
         os.close(fd)
-    nsys.unshare(nsys.CLONE_NEWUSER)
-    # The kernel made us non-dumpable (new capabilities); F and the
-    # single-id map writer need /proc/<us>/ to stay ours.
-    nsys.prctl(4, 1)  # PR_SET_DUMPABLE
-    os.write(unshared_w, b"u")
-    os.close(unshared_w)
-    spec = P.expect(sock, P.Spec).spec
-    timing("helper-spec")
-    error = _read_all(maps_r)
-    os.close(maps_r)
-    os.waitpid(mpid, 0)
+    if join:
+        os.close(unshared_w)
+        os.close(maps_r)
+        spec = P.expect(sock, P.Spec).spec
+        timing("helper-spec")
+        netns = _join_user(spec["join"])
+        error = b""
+    else:
+        nsys.unshare(nsys.CLONE_NEWUSER)
+        # The kernel made us non-dumpable (new capabilities); F and the
+        # single-id map writer need /proc/<us>/ to stay ours.
+        nsys.prctl(4, 1)  # PR_SET_DUMPABLE
+        os.write(unshared_w, b"u")
+        os.close(unshared_w)
+        spec = P.expect(sock, P.Spec).spec
+        timing("helper-spec")
+        error = _read_all(maps_r)
+        os.close(maps_r)
+        os.waitpid(mpid, 0)
     if error:
         message, _, hint = error.decode(errors="replace").partition("\0")
         raise P.RemoteFailure(P.Failed(message, hint or None, 125))
@@ -344,11 +376,15 @@ def run(sock: socket.socket) -> int:
         _read_all(joined_r)
         _enter_nested(*spec["nested_maps"])
     flags = nsys.CLONE_NEWUTS | nsys.CLONE_NEWIPC | nsys.CLONE_NEWCGROUP
-    if spec["network"] != "host":
+    if spec["network"] != "host" and not join:
         flags |= nsys.CLONE_NEWNET
     nsys.unshare(flags)
+    if join:
+        # The target's network namespace; its lo is up, its tap0 configured.
+        nsys.setns(netns, nsys.CLONE_NEWNET)
+        os.close(netns)
     nsys.prctl(4, 1)
-    if spec["network"] != "host":
+    if spec["network"] != "host" and not join:
         nsys.link_up("lo")
     P.send(sock, P.NamespacesReady(me))
     os.close(joined_r)
@@ -401,7 +437,7 @@ def main() -> None:
     os.set_inheritable(fd, False)
     sock = socket.socket(fileno=fd)
     try:
-        code = run(sock)
+        code = run(sock, join=sys.argv[2:] == ["join"])
     except P.ProtocolError:
         # The supervisor hung up (e.g. `prun run` refused a flag after the
         # helper was pre-started): it reports its own error; nothing to add.

@@ -21,7 +21,9 @@ def main() -> None:
     if run:
         from rootless import helper_client
         # A guess (-d may belong to the container's command); take() corrects it.
-        helper_client.prestart(detach="-d" in argv or "--detach" in argv)
+        helper_client.prestart(detach="-d" in argv or "--detach" in argv,
+                               join=any(a.startswith(("container:", "--network=container:",
+                                                      "--net=container:")) for a in argv))
     from rootless.cli import main as cli_main
     try:
         cli_main()

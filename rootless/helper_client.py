@@ -13,6 +13,9 @@ Rules:
   it starts in its own session with /dev/null as stdio. The pre-started
   helper is made for the mode the command line suggests; ``take`` replaces
   it when the guess was wrong.
+- A helper for ``--network container:`` (``join``) gets the extra argument
+  ``join``: it waits for its Spec and joins the target's user namespace
+  instead of creating one (rootless.containers.netjoin).
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ class HelperDied(Exception):
 
 
 class Helper:
-    def __init__(self, detach: bool = False) -> None:
+    def __init__(self, detach: bool = False, join: bool = False) -> None:
         self.detach = detach
+        self.join = join
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         site = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
@@ -48,7 +52,7 @@ class Helper:
                  (os.POSIX_SPAWN_DUP2, 0, 1), (os.POSIX_SPAWN_DUP2, 0, 2)] if detach else []
         self.pid = os.posix_spawn(
             sys.executable, [sys.executable, "-S", "-P", "-m", "rootless._helper",
-                             str(theirs.fileno())], env, setsid=detach, file_actions=stdio)
+                             str(theirs.fileno()), *(["join"] if join else [])], env, setsid=detach, file_actions=stdio)
         theirs.close()
         self.sock = ours
         self.status: int | None = None
@@ -76,15 +80,15 @@ class Helper:
         self.sock.close()
 
 
-def prestart(detach: bool) -> None:
+def prestart(detach: bool, join: bool = False) -> None:
     global _prestarted
-    _prestarted = Helper(detach)
+    _prestarted = Helper(detach, join)
 
 
-def take(detach: bool = False) -> Helper:
+def take(detach: bool = False, join: bool = False) -> Helper:
     global _prestarted
     helper, _prestarted = _prestarted, None
-    if helper is not None and helper.detach != detach:
+    if helper is not None and (helper.detach, helper.join) != (detach, join):
         helper.close()
         helper = None
-    return helper or Helper(detach)
+    return helper or Helper(detach, join)

@@ -10,7 +10,9 @@ Rules:
   the machines we measured, more than podman's whole start; a foreground
   run needs one socket, a pty and signals, which ``selectors`` covers.
 - Extension points (``RunHooks``): ``etc_files`` (edit /etc/hosts,
-  /etc/resolv.conf before the container sees them), ``namespaces_ready``
+  /etc/resolv.conf before the container sees them), ``wire_spec`` (edit
+  the helper's spec before it is sent: ``--network container:`` names the
+  namespaces to join there), ``namespaces_ready``
   (the helper's pid: its network namespace exists, the container has not
   started: slirp4netns goes here), ``container_created`` (the container's
   host pid, stopped before exec: cgroup placement goes here), ``close``
@@ -42,7 +44,8 @@ from rootless.runspec import BuildContext, RunRequest, build
 NETWORKS: dict[str, str | None] = {"slirp4netns": "netstack.network:hook",
                                    "pasta": "netstack.network:hook",
                                    "none": "netstack.network:hook",
-                                   "host": "netstack.network:hook"}
+                                   "host": "netstack.network:hook",
+                                   "container": "rootless.containers.netjoin:hook"}
 DEFAULT_NETWORK = "slirp4netns"
 # "module:factory" called like a network's; returns a RunHooks or None
 HOOKS: list[str] = ["rootless.cgroups.hook:factory"]
@@ -55,6 +58,9 @@ class RunHooks:
 
     def etc_files(self, files: dict[str, str]) -> None:
         """Edit the generated /etc files' contents (key: container path)."""
+
+    def wire_spec(self, spec: dict) -> None:
+        """Edit the helper's wire spec (rootless.runspec.build's result)."""
 
     def namespaces_ready(self, helper_pid: int) -> None:
         """The helper's user/network/... namespaces exist (/proc/PID/ns/*)."""
@@ -208,7 +214,8 @@ def run(req: RunRequest, existing: str | None = None) -> int:
         from rootless.containers.detach import check_request
         check_request(req, paths=Paths.from_env())
     paths = Paths.from_env()
-    helper = take(detach=req.detach)
+    # --network container: needs a helper that joins, not creates, a user namespace.
+    helper = take(detach=req.detach, join=req.network.startswith("container:"))
     cid = existing or os.urandom(32).hex()
     cdir = paths.data / "containers" / cid
     rdir = ensure_private_dir(paths.runtime) / "containers" / cid
@@ -237,6 +244,8 @@ def run(req: RunRequest, existing: str | None = None) -> int:
                            volumes_dir=paths.data / "volumes", rootfs_mountpoint=mountpoint,
                            etc_files=etc, host_uid=os.getuid(), host_gid=os.getgid())
         spec = build(req, config, rootfs, maps, ctx)
+        for hook in hooks:
+            hook.wire_spec(spec)
         if not req.rm:
             import json
             (cdir / "config.json").write_text(json.dumps(

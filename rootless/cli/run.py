@@ -36,7 +36,8 @@ MULTI = {"multiple": True, "metavar": "VALUE"}
               help="With --read-only, mount tmpfs on /tmp, /var/tmp and /run.")
 @click.option("--network", "--net", "network", default=None,
               help="Network mode: slirp4netns[:allow_host_loopback=true,mtu=N,cidr=…,"
-                   "enable_ipv6=true,outbound_addr=IP], pasta, none or host [default: slirp4netns].")
+                   "enable_ipv6=true,outbound_addr=IP], pasta, none, host or container:NAME|ID "
+                   "[default: slirp4netns].")
 @click.option("-p", "--publish", **MULTI,
               help="Publish [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp] (ranges a-b; no host port: "
                    "a free one).")
