@@ -19,6 +19,7 @@ from __future__ import annotations
 import signal
 import time
 
+from rootless.cgroups.lookup import record_path
 from rootless.containers import keeper, logs, policy
 from rootless.containers.store import Container, Store, proc_starttime
 from rootless.errors import UsageError
@@ -111,7 +112,9 @@ def keeper_spec(store: Store, c: Container) -> dict:
             "restart": c.config["restart"], "log_max_size": c.config["log_max_size"],
             "log_max_files": c.config["log_max_files"],
             "stop_timeout": float(c.config["stop_timeout"]),
-            "stop_signal": int(signal.SIGTERM)}
+            "stop_signal": int(signal.SIGTERM),
+            # where the cgroup hook records the container's cgroup (its OOM kills)
+            "cgroup_record": str(record_path(store.paths, c.id))}
 
 
 def handed_over(store: Store, c: Container, keeper_pid: int) -> Container:
