@@ -19,7 +19,6 @@ from __future__ import annotations
 import signal
 import time
 
-from rootless.cgroups.lookup import record_path
 from rootless.containers import keeper, logs, policy
 from rootless.containers.store import Container, Store, proc_starttime
 from rootless.errors import UsageError
@@ -106,6 +105,7 @@ def mounts_view(volumes: list[str], store: Store) -> list[dict]:
 
 
 def keeper_spec(store: Store, c: Container) -> dict:
+    from rootless.cgroups.lookup import record_path
     rundir = store.run_dir(c.id)
     rundir.mkdir(parents=True, mode=0o700, exist_ok=True)
     return {"rundir": str(rundir), "log_path": str(store.log_path(c.id)),
