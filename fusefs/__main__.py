@@ -8,7 +8,7 @@ Rules:
   without them it is read-only. ``squash_to_uid``, ``squash_to_gid``,
   ``squash_to_root``, ``allow_other``, ``allow_root``, ``suid``, ``nosuid``,
   ``ro``, ``timeout`` (kernel cache seconds) and ``debug`` have
-  fuse-overlayfs' meaning. Mount flags the kernel applies elsewhere or that
+  fuse-overlayfs' meaning; ``threads=N`` sets prun's serving threads. Mount flags the kernel applies elsewhere or that
   change nothing here (rw, dev, exec, noatime, context=…, fsync=…, …) are
   accepted and ignored; ``uidmapping``/``gidmapping`` are refused (prun
   serves ids as stored, see fusefs.meta); any other option is ignored with
@@ -16,7 +16,8 @@ Rules:
 - Without ``-f`` the command returns only once the mount answers requests
   (the server keeps running in a new session with stdio on /dev/null, so a
   caller reading our output, like containers-storage, sees EOF at once);
-  with ``-f`` (or ``-d``) it serves in the foreground until unmounted.
+  with ``-f`` (or ``-d``) it serves in the foreground until unmounted. The
+  daemon logs unexpected failures (with tracebacks) to syslog.
 - Exit status: 0 once mounted (or after a foreground unmount), 1 with
   ``prun-overlayfs: error: …`` when the mount fails, 2 for a usage error.
 - Only this module parses; it imports the FUSE machinery just before
@@ -35,8 +36,9 @@ _IGNORED = {"rw", "dev", "nodev", "exec", "noexec", "atime", "noatime", "relatim
             "strictatime", "nodiratime", "lazytime", "sync", "async", "dirsync", "noacl",
             "static_nlink", "volatile", "xattr_permissions", "redirect_dir", "ino32_t",
             "fsync", "threaded", "context", "fscontext", "defcontext", "rootcontext",
-            "max_idle_threads", "plugins", "fast_ino", "writeback", "default_permissions"}
-_PASSED = {"allow_other", "allow_root", "auto_unmount", "clone_fd"}
+            "max_idle_threads", "plugins", "fast_ino", "writeback", "default_permissions",
+            "clone_fd"}
+_PASSED = {"allow_other", "allow_root", "auto_unmount"}
 
 
 class Usage(Exception):
@@ -98,6 +100,7 @@ def parse(argv: list[str]) -> tuple[object, bool, list[str]]:
             else DEFAULT_TIMEOUT
     except ValueError:
         raise Usage("-o timeout=SECONDS: not a number") from None
+    threads = _int(kv, "threads")
     read_only = "ro" in kv
     kv.pop("ro", None)
     debug = debug or "debug" in kv
@@ -118,6 +121,7 @@ def parse(argv: list[str]) -> tuple[object, bool, list[str]]:
         mountpoint=Path(os.path.abspath(positional[0])),
         squash_uid=squash_uid, squash_gid=squash_gid, suid=suid, timeout=timeout,
         debug=debug, allow_other=allow_other,
+        **({} if threads is None else {"threads": max(1, threads)}),
         extra=[e for e in extra if e != "allow_other"])
     return spec, foreground, notes
 
@@ -150,6 +154,17 @@ def _int(kv: dict[str, str | None], key: str) -> int | None:
         raise Usage(f"-o {key}={value}: not a number") from None
 
 
+def _log_to_syslog() -> None:
+    """A daemon's stderr is /dev/null: failures go to syslog when there is one."""
+    if not os.path.exists("/dev/log"):
+        return
+    import logging
+    import logging.handlers
+    handler = logging.handlers.SysLogHandler(address="/dev/log")
+    handler.setFormatter(logging.Formatter("prun-overlayfs[%(process)d]: %(message)s"))
+    logging.getLogger("fusefs").addHandler(handler)
+
+
 def _daemon(spec) -> int:
     """Fork a server in a new session; return once it reports the mount."""
     r, w = os.pipe()
@@ -161,6 +176,7 @@ def _daemon(spec) -> int:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
+        _log_to_syslog()
         from fusefs.server import FuseMountError, serve
         try:
             serve(spec, w)

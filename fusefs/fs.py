@@ -13,6 +13,7 @@ apply; the order of steps in each method is what keeps them crash-safe:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -20,7 +21,7 @@ import stat
 import time
 
 from fusefs import _libc, copyup, meta, whiteout
-from fusefs.union import Entry, Union, _err, check_name, join, split
+from fusefs.union import Attr, Entry, Union, _err, check_name, join, split
 
 _XATTR_EPERM = ("trusted.",)
 
@@ -36,11 +37,8 @@ class UnionFS(Union):
             raise _err(errno.EINVAL, path)
         self._need_upper()
         pe = self.dir(parent)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self._child(pe, name, path)
-        except FileNotFoundError:
-            pass
-        else:
             raise _err(errno.EEXIST, path)
         updir = self.upper_dir(parent)
         return self.dir(parent), updir, name
@@ -55,10 +53,17 @@ class UnionFS(Union):
                 perm |= stat.S_ISGID
         return meta.Meta(uid, gid, perm & 0o7777)
 
-    def _store_meta(self, ref: str | int, m: meta.Meta, is_dir: bool) -> None:
-        """Write metadata unless the on-disk file already serves exactly it."""
+    def _store_meta(self, ref: str | int, m: meta.Meta, is_dir: bool,
+                    stored: meta.Meta | None = None) -> None:
+        """Make ``ref`` serve ``m``; ``stored`` is its current xattr value.
+
+        Nothing is written when it already serves exactly ``m``: tar and cp -a
+        chown/chmod every file to what it already is.
+        """
         plain = meta.Meta(self.owner[0], self.owner[1], copyup.disk_perm(m.perm, is_dir=is_dir))
-        if m != plain:
+        if stored is None and m == plain:
+            return
+        if stored != m:
             meta.write(ref, m)
 
     def _trash(self, real: str) -> None:
@@ -73,8 +78,8 @@ class UnionFS(Union):
             pe, updir, name = self._new_name(path)
             m = self._owner_meta(pe, uid, gid, stat.S_IMODE(mode), False)
             real = f"{updir}/{name}"
-            fd = os.open(real, (flags & ~os.O_NOCTTY) | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, copyup.disk_perm(m.perm, is_dir=False))
+            fd = os.open(real, (flags & ~(os.O_NOCTTY | os.O_APPEND)) | os.O_CREAT | os.O_EXCL
+                         | os.O_NOFOLLOW | os.O_CLOEXEC, copyup.disk_perm(m.perm, is_dir=False))
             try:
                 self._store_meta(fd, m, False)
             except BaseException:
@@ -234,44 +239,54 @@ class UnionFS(Union):
 
     # ---- attributes -----------------------------------------------------------
 
-    def chmod(self, path: str, mode: int) -> None:
-        with self.lock:
-            e = self.copy_up(self.lookup(path))
-            if stat.S_ISLNK(e.st.st_mode):
-                raise _err(errno.EOPNOTSUPP, path)
-            m = self.served(e)
-            m = meta.Meta(m.uid, m.gid, stat.S_IMODE(mode), m.kind, m.rdev)
-            disk = copyup.disk_perm(m.perm, is_dir=e.is_dir)
-            if stat.S_IMODE(e.st.st_mode) != disk:
-                os.chmod(e.real, disk)
-            meta.write(e.real, m)
+    def setattr(self, path: str, *, mode: int | None = None, uid: int = -1, gid: int = -1,
+                size: int | None = None, fd: int | None = None,
+                atime: int | bool | None = None, mtime: int | bool | None = None) -> Attr:
+        """One kernel SETATTR: copy up once, apply every change, return the result.
 
-    def chown(self, path: str, uid: int, gid: int) -> None:
-        with self.lock:
-            e = self.copy_up(self.lookup(path))
-            if stat.S_ISLNK(e.st.st_mode):
-                return   # no metadata on symlinks; ownership has no effect there
-            m = self.served(e)
-            meta.write(e.real, meta.Meta(m.uid if uid < 0 else uid, m.gid if gid < 0 else gid,
-                                         m.perm, m.kind, m.rdev))
-
-    def truncate(self, path: str, length: int) -> None:
+        ``uid``/``gid`` -1 keep the owner; ``size`` truncates (through ``fd``
+        when the caller has the file open); times are ns since the epoch, True
+        for now, None to keep.
+        """
         with self.lock:
             e = self.lookup(path)
-            e = self.copy_up(e, data=length > 0)
-        os.truncate(e.real, length)
+            e = self.copy_up(e, data=size is None or size > 0 or fd is not None)
+            if mode is not None or uid >= 0 or gid >= 0:
+                self._set_owner_mode(e, mode, uid, gid)
+        if size is not None:
+            if fd is None:
+                os.truncate(e.real, size)
+            else:
+                os.ftruncate(fd, size)
+        if atime is not None or mtime is not None:
+            set_times(e.real, e.st, atime, mtime)
+        return self.getattr(path)
+
+    def _set_owner_mode(self, e: Entry, mode: int | None, uid: int, gid: int) -> None:
+        if stat.S_ISLNK(e.st.st_mode):
+            if mode is not None:
+                raise _err(errno.EOPNOTSUPP, e.path)
+            return   # no metadata on symlinks; ownership has no effect there
+        stored = meta.read(e.real)
+        m = copyup.served_meta(e.st, stored)
+        m = meta.Meta(m.uid if uid < 0 else uid, m.gid if gid < 0 else gid,
+                      m.perm if mode is None else stat.S_IMODE(mode), m.kind, m.rdev)
+        disk = copyup.disk_perm(m.perm, is_dir=e.is_dir)
+        if stat.S_IMODE(e.st.st_mode) != disk:
+            os.chmod(e.real, disk)
+        self._store_meta(e.real, m, e.is_dir, stored)
+
+    def chmod(self, path: str, mode: int) -> None:
+        self.setattr(path, mode=mode)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        self.setattr(path, uid=uid, gid=gid)
+
+    def truncate(self, path: str, length: int) -> None:
+        self.setattr(path, size=length)
 
     def utimens(self, path: str, atime: int | bool | None, mtime: int | bool | None) -> None:
-        """Set times: ns since the epoch, True for now, None to keep."""
-        with self.lock:
-            e = self.copy_up(self.lookup(path))
-        if atime is True and mtime is True:
-            os.utime(e.real, follow_symlinks=False)
-            return
-        now = time.time_ns()
-        pick = (lambda t, old: now if t is True else old if t is None else t)
-        os.utime(e.real, ns=(pick(atime, e.st.st_atime_ns), pick(mtime, e.st.st_mtime_ns)),
-                 follow_symlinks=False)
+        self.setattr(path, atime=atime, mtime=mtime)
 
     # ---- xattrs -----------------------------------------------------------------
 
@@ -308,4 +323,16 @@ class UnionFS(Union):
         return disk
 
 
-__all__ = ["UnionFS", "join"]
+def set_times(ref: str | int, st: os.stat_result, atime: int | bool | None,
+              mtime: int | bool | None) -> None:
+    """utimensat for a path (not followed) or fd: ns, True for now, None to keep."""
+    now = time.time_ns()
+    pick = (lambda t, old: now if t is True else old if t is None else t)
+    times = (pick(atime, st.st_atime_ns), pick(mtime, st.st_mtime_ns))
+    if isinstance(ref, int):
+        os.utime(ref, ns=times)
+    else:
+        os.utime(ref, ns=times, follow_symlinks=False)
+
+
+__all__ = ["UnionFS", "join", "set_times"]

@@ -24,16 +24,19 @@ Rules:
   upper dir are shared); reads and writes through open fds do not.
 - The core expects umask 0 (fusefs.server sets it) so on-disk modes are the
   ones it asks for.
+- Backing files are opened without O_APPEND: the kernel already turns an
+  append into a write at the end, and Linux's pwrite on an O_APPEND fd would
+  append page write-backs of shared mmaps that reach us through that fd.
 """
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import shutil
 import stat
 import threading
-from typing import NamedTuple
 
 from fusefs import copyup, meta, whiteout
 from fusefs.layer import InodeNumbers, Layer
@@ -73,19 +76,10 @@ class Entry:
         return self.dirs is not None
 
 
-class Attr(NamedTuple):
-    ino: int
-    mode: int
-    nlink: int
-    uid: int
-    gid: int
-    rdev: int
-    size: int
-    blksize: int
-    blocks: int
-    atime_ns: int
-    mtime_ns: int
-    ctime_ns: int
+# What the kernel is told about a file (collections.namedtuple: importing
+# typing for NamedTuple would cost the container start ~10 ms).
+Attr = collections.namedtuple("Attr", "ino mode nlink uid gid rdev size blksize blocks "
+                                      "atime_ns mtime_ns ctime_ns")
 
 
 class Union:
@@ -173,19 +167,20 @@ class Union:
         if not stat.S_ISDIR(st.st_mode):
             return Entry(path, layer, real, st, None)
         merged = [(layer, real)]
-        if not whiteout.is_opaque(real):
-            for lj, dj in parent.dirs[i + 1:]:
-                below = f"{dj}/{name}"
+        below = parent.dirs[i + 1:]
+        if below and not whiteout.is_opaque(real):
+            for k, (lj, dj) in enumerate(below, 1):
+                under = f"{dj}/{name}"
                 try:
-                    st2 = os.lstat(below)
+                    st2 = os.lstat(under)
                 except FileNotFoundError:
                     if whiteout.exists(dj, name):
                         break
                     continue
                 if not stat.S_ISDIR(st2.st_mode):
                     break
-                merged.append((lj, below))
-                if whiteout.is_opaque(below):
+                merged.append((lj, under))
+                if k < len(below) and whiteout.is_opaque(under):
                     break
         return Entry(path, layer, real, st, merged)
 
@@ -296,7 +291,7 @@ class Union:
             e = self.lookup(path)
             if write and e.layer != 0:
                 e = self.copy_up(e, data=not flags & os.O_TRUNC)
-        return os.open(e.real, (flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY))
+        return os.open(e.real, (flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_APPEND))
                        | os.O_NOFOLLOW | os.O_CLOEXEC)
 
     def statfs(self) -> os.statvfs_result:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -48,11 +49,9 @@ def exists(dirpath: str, name: str) -> bool:
 
 
 def is_opaque(dirpath: str) -> bool:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.lstat(f"{dirpath}/{OPAQUE}")
         return True
-    except FileNotFoundError:
-        pass
     try:
         names = os.listxattr(dirpath, follow_symlinks=False)
     except OSError as exc:
@@ -73,10 +72,8 @@ def create(dirpath: str, name: str) -> None:
 
 def remove(dirpath: str, name: str) -> None:
     """Drop a whiteout for ``name`` if there is one."""
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(f"{dirpath}/{PREFIX}{name}")
-    except FileNotFoundError:
-        pass
 
 
 def mark_opaque(dirpath: str) -> None:

@@ -5,18 +5,22 @@ Rules:
   ``--dns*``, ``--add-host``, ``--no-hosts``); ``plan`` checks it and picks
   host ports BEFORE anything starts (a privileged or busy port fails with
   the fix, nothing is left half-networked).
-- Modes: ``slirp4netns[:opts]`` (the default), ``none`` (lo only), ``host``
-  (no network namespace; -p is refused, as docker does).
+- Modes: ``slirp4netns[:opts]`` (the default), ``pasta`` (netstack/pasta.py),
+  ``none`` (lo only), ``host`` (no network namespace; -p is refused, as
+  docker does).
 - ``NetworkHook`` plugs into the supervisor's run hooks: ``etc_files``
-  writes resolv.conf/hosts/hostname text, ``namespaces_ready`` starts
-  slirp4netns for the helper's namespaces, publishes the ports through its
-  API socket, checks tap0 and writes ``ports.json`` (``prun port`` reads it);
-  ``close`` stops slirp4netns and removes that state on every exit path.
+  writes resolv.conf/hosts/hostname text; ``namespaces_ready`` spawns
+  slirp4netns for the helper's namespaces (or runs pasta);
+  ``container_created`` (the container waits to exec) waits for slirp4netns's
+  ready fd, publishes the ports through its API socket, checks tap0 and
+  writes ``ports.json`` (``prun port`` reads it); ``close`` stops the helper
+  process and removes that state on every exit path.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +30,14 @@ from netstack.ports import PortMapping, parse_expose, parse_publish
 from netstack.slirp import SlirpOptions, parse_options
 from rootless.errors import UsageError
 
-MODES = ("slirp4netns", "none", "host")
+MODES = ("slirp4netns", "pasta", "none", "host")
 DEFAULT_MODE = "slirp4netns"
 PORTS_FILE = "ports.json"
 HOST_RESOLV = Path("/etc/resolv.conf")
 UPSTREAM_RESOLV = Path("/run/systemd/resolve/resolv.conf")
 HOST_HOSTS = Path("/etc/hosts")
+HOST_ROUTES = Path("/proc/net/route")
+PORT_MODES = ("slirp4netns", "pasta")
 
 
 @dataclass
@@ -61,7 +67,8 @@ def parse_mode(spec: str) -> tuple[str, SlirpOptions | None]:
     mode, _, opts = spec.partition(":")
     if mode not in MODES:
         raise UsageError(f"use network {spec!r}: unknown network mode",
-                         hint="modes: slirp4netns[:allow_host_loopback=true,mtu=N,…], none, host")
+                         hint="modes: slirp4netns[:allow_host_loopback=true,mtu=N,…], pasta, "
+                              "none, host")
     if mode == "slirp4netns":
         return mode, parse_options(opts, spec)
     if opts:
@@ -77,7 +84,7 @@ def plan(req: NetworkRequest, bind=None, unprivileged_start: int | None = None) 
     wanted = [m for spec in req.publish for m in parse_publish(spec)]
     if req.publish_all:
         wanted += parse_expose(req.expose)
-    if wanted and mode != "slirp4netns":
+    if wanted and mode not in PORT_MODES:
         raise UsageError(f"publish port {wanted[0].spec!r}: --network {mode} has no ports to "
                          "publish", hint="remove -p/-P (with --network host the container's "
                                          "ports are the host's), or use --network slirp4netns")
@@ -105,6 +112,11 @@ def etc_files(p: NetworkPlan) -> dict[str, str]:
     if p.mode == "slirp4netns":
         servers: tuple[str, ...] = (p.slirp.dns,)
         container_ip, host_ip = p.slirp.guest_ip, p.slirp.gateway
+    elif p.mode == "pasta":
+        # pasta copies the host's addresses in and maps its gateway to the host
+        servers = resolv.host_resolvers(host_text, _read(UPSTREAM_RESOLV))
+        container_ip = "127.0.1.1"
+        host_ip = resolv.default_gateway(_read(HOST_ROUTES)) or "127.0.0.1"
     elif p.mode == "host":
         servers = host.nameservers  # same namespace: loopback resolvers work
         container_ip, host_ip = "127.0.1.1", "127.0.0.1"
@@ -154,6 +166,8 @@ class NetworkHook:
         self.state_dir = state_dir
         self.cache_dir = cache_dir
         self.slirp = None
+        self.pasta = None
+        self.helper_pid = 0
 
     def etc_files(self, files: dict[str, str]) -> None:
         new = etc_files(self.plan)
@@ -162,27 +176,40 @@ class NetworkHook:
         files.update(new)
 
     def namespaces_ready(self, helper_pid: int) -> None:
-        if self.plan.mode != "slirp4netns":
+        if self.plan.mode == "pasta":
+            from netstack import pasta
+
+            self.pasta = pasta.start(list(self.plan.ports), helper_pid, self.state_dir)
+            write_ports(self.state_dir, list(self.plan.ports))
+        elif self.plan.mode == "slirp4netns":
+            from netstack import slirp
+
+            # Not waited for here: slirp4netns starts while the helper mounts
+            # the rootfs; container_created waits before the container execs.
+            self.helper_pid = helper_pid
+            self.slirp = slirp.spawn(self.plan.slirp, helper_pid, self.state_dir,
+                                     cache_dir=self.cache_dir)
+
+    def container_created(self, pid: int) -> None:
+        if self.slirp is None:
             return
-        from netstack import netlink, slirp
+        from netstack import netlink
         from netstack.slirp_api import SlirpPorts
 
         opts = self.plan.slirp
-        self.slirp = slirp.start(opts, helper_pid, self.state_dir, cache_dir=self.cache_dir)
+        self.slirp.wait_ready()
         SlirpPorts(self.slirp.api_socket, opts.guest_ip).publish(list(self.plan.ports))
-        netlink.verify_tap(helper_pid, opts.guest_ip, opts.gateway, opts.mtu)
+        netlink.verify_tap(self.helper_pid, opts.guest_ip, opts.gateway, opts.mtu)
         write_ports(self.state_dir, list(self.plan.ports))
-
-    def container_created(self, pid: int) -> None:
-        return
 
     def keeper_fds(self) -> list[int]:
         return [self.slirp.exit_fd] if self.slirp is not None else []
 
     def close(self) -> None:
-        if self.slirp is not None:
-            self.slirp.stop()
-            self.slirp = None
+        for helper in (self.slirp, self.pasta):
+            if helper is not None:
+                helper.stop()
+        self.slirp = self.pasta = None
         if self.state_dir is not None:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
@@ -200,17 +227,23 @@ def hook(req, cid: str, config: dict) -> NetworkHook:
         expose=list((config or {}).get("ExposedPorts") or {}), dns=req.dns,
         dns_search=req.dns_search, dns_option=req.dns_option, add_host=req.add_host,
         no_hosts=req.no_hosts, hostname=req.hostname or cid[:12], name=req.name or ""))
+    if (p.mode == "slirp4netns" and not p.slirp.allow_host_loopback
+            and any(m.proto == "udp" for m in p.ports)):
+        logging.getLogger("prun").warning(
+            "published UDP ports: slirp4netns drops replies to clients on this host's "
+            "loopback while host loopback is disabled (remote clients are fine); use "
+            "--network slirp4netns:allow_host_loopback=true or --network pasta for local ones")
     return NetworkHook(p, runtime / "c" / cid[:12] / "net", cache_dir=runtime)
 
 
 def reap_stale(runtime: Path) -> list[Path]:
     """Remove the network state of containers whose supervisor was killed
     (``slirp.cleanup`` leaves live ones alone); returns the dirs removed."""
-    from netstack import slirp
+    from netstack import pasta, slirp
 
     removed = []
     for net in runtime.glob("c/*/net"):
-        if slirp.cleanup(net):
+        if slirp.cleanup(net) or pasta.cleanup(net):
             shutil.rmtree(net)
             removed.append(net)
     return removed

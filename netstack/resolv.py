@@ -141,3 +141,13 @@ def hosts(cfg: NameConfig, container_ip: str, host_ip: str, host_text: str | Non
 
 def hostname_file(cfg: NameConfig) -> str:
     return cfg.hostname + "\n"
+
+
+def default_gateway(route_text: str) -> str | None:
+    """The IPv4 default gateway in /proc/net/route's format (hex, little endian)."""
+    for line in route_text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 2 and fields[1] == "00000000" and fields[2] != "00000000":
+            gw = int(fields[2], 16)
+            return ".".join(str((gw >> shift) & 0xFF) for shift in (0, 8, 16, 24))
+    return None

@@ -8,9 +8,11 @@ Rules:
   sandbox/seccomp/cidr flag is passed only where the installed version has
   it. A version without ``--ready-fd``, ``--exit-fd`` or ``--api-socket``
   (before 0.4) is refused: prun cannot start it safely.
-- Lifetime: ``start`` returns only after slirp4netns wrote its ready fd,
-  i.e. tap0 is configured, so the container never starts half-networked; if
-  slirp4netns exits first, its output is in the error. (Synchronous: the
+- Lifetime: ``spawn`` starts slirp4netns; ``wait_ready`` (``start`` does
+  both) returns only after it wrote its ready fd, i.e. tap0 is configured;
+  the supervisor calls it before letting the container exec, so the
+  container never starts half-networked; if slirp4netns exits first, its
+  output is in the error. (Synchronous: the
   supervisor is, because importing trio costs more than a container start.)
   slirp4netns gets the read end of an exit pipe whose write end only the
   supervisor holds (O_CLOEXEC): when the supervisor exits for any reason,
@@ -31,6 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from netstack.procs import is_live
 from rootless.errors import ContainerError, HostSetupError, UsageError
 
 DEFAULT_MTU = 65520
@@ -205,14 +208,29 @@ def argv(binary: str, features: Features, opts: SlirpOptions, pid: int, sock: Pa
 class Slirp:
     """A running slirp4netns; ``stop`` ends it (idempotent)."""
 
-    def __init__(self, proc: subprocess.Popen, exit_w: int, state_dir: Path,
-                 options: SlirpOptions) -> None:
+    def __init__(self, proc: subprocess.Popen, exit_w: int, ready_r: int, state_dir: Path,
+                 options: SlirpOptions, target_pid: int) -> None:
         self.proc = proc
         self.pid = proc.pid
         self.api_socket = state_dir / SOCKET_NAME
         self.state_dir = state_dir
         self.options = options
+        self.target_pid = target_pid
         self._exit_w = exit_w
+        self._ready_r = ready_r
+
+    def wait_ready(self) -> Slirp:
+        """Block until tap0 is configured; on failure stop and raise with its output."""
+        if self._ready_r < 0:
+            return self
+        try:
+            _wait_ready(self.proc, self._ready_r, self.state_dir, self.target_pid)
+        except BaseException:
+            self.stop()  # closes the ready fd too
+            raise
+        os.close(self._ready_r)
+        self._ready_r = -1
+        return self
 
     @property
     def exit_fd(self) -> int:
@@ -220,6 +238,9 @@ class Slirp:
         return self._exit_w
 
     def stop(self) -> None:
+        if self._ready_r >= 0:
+            os.close(self._ready_r)
+            self._ready_r = -1
         if self._exit_w >= 0:
             os.close(self._exit_w)  # slirp4netns exits when its exit fd reaches EOF
             self._exit_w = -1
@@ -246,6 +267,13 @@ class Slirp:
 def start(opts: SlirpOptions, target_pid: int, state_dir: Path, *,
           binary: str = "slirp4netns", cache_dir: Path | None = None) -> Slirp:
     """Start slirp4netns for ``target_pid``'s namespaces; return once tap0 is up."""
+    return spawn(opts, target_pid, state_dir, binary=binary, cache_dir=cache_dir).wait_ready()
+
+
+def spawn(opts: SlirpOptions, target_pid: int, state_dir: Path, *,
+          binary: str = "slirp4netns", cache_dir: Path | None = None) -> Slirp:
+    """Start slirp4netns and return at once; ``wait_ready`` before using it
+    (the supervisor overlaps its ~30 ms start with the helper's mounts)."""
     path, features = detect(binary, cache_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     cmd_sock = state_dir / SOCKET_NAME
@@ -263,15 +291,12 @@ def start(opts: SlirpOptions, target_pid: int, state_dir: Path, *,
     finally:
         for fd in (ready_w, exit_r, log_fd):
             os.close(fd)
-    slirp = Slirp(proc, exit_w, state_dir, opts)
+    slirp = Slirp(proc, exit_w, ready_r, state_dir, opts, target_pid)
     try:
         (state_dir / PID_NAME).write_text(f"{proc.pid}\n")
-        _wait_ready(proc, ready_r, state_dir, target_pid)
     except BaseException:
         slirp.stop()
         raise
-    finally:
-        os.close(ready_r)
     return slirp
 
 
@@ -314,7 +339,7 @@ def cleanup(state_dir: Path) -> bool:
         pid = int((state_dir / PID_NAME).read_text())
     except (OSError, ValueError):
         pid = 0
-    if pid and _is_slirp(pid):
+    if pid and is_live(pid, "slirp4netns"):
         return False
     # No pid file yet in a fresh dir: a container starting right now (its
     # slirp4netns may have made the socket before the pid file is written).
@@ -330,13 +355,3 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except FileNotFoundError:
         return 0.0
-
-
-def _is_slirp(pid: int) -> bool:
-    """A live (not zombie) slirp4netns has ``pid``."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    comm, _, rest = stat.partition(" (")[2].rpartition(") ")
-    return comm == "slirp4netns" and rest[:1] != "Z"

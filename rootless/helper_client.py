@@ -17,6 +17,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -69,10 +70,8 @@ class Helper:
 
     def close(self) -> None:
         if self.status is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # already gone: waitpid reaps it
                 os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass  # already gone: waitpid reaps it
             self.wait()
         self.sock.close()
 

@@ -43,6 +43,7 @@ from rootless.runspec import BuildContext, RunRequest, build
 # network mode -> "module:factory" of its hook (None: built in)
 # (called with the request, the container id and the image config)
 NETWORKS: dict[str, str | None] = {"slirp4netns": "netstack.network:hook",
+                                   "pasta": "netstack.network:hook",
                                    "none": "netstack.network:hook",
                                    "host": "netstack.network:hook"}
 DEFAULT_NETWORK = "slirp4netns"
@@ -144,9 +145,10 @@ def _rootfs(req: RunRequest, paths: Paths, cdir: Path, mountpoint: Path) -> tupl
         image = resolve_for_run(req.image, pull=req.pull, quiet=req.quiet)
         layers = image.layer_dirs
         config = {"Entrypoint": image.entrypoint, "Cmd": image.cmd, "Env": image.env,
-                  "WorkingDir": image.workdir, "User": image.user}
-    (cdir / "upper").mkdir()
-    (cdir / "work").mkdir()
+                  "WorkingDir": image.workdir, "User": image.user,
+                  "ExposedPorts": {p: {} for p in image.exposed_ports}}
+    (cdir / "upper").mkdir(exist_ok=True)
+    (cdir / "work").mkdir(exist_ok=True)
     return config, {"kind": "fuse", "lowerdirs": [str(p) for p in reversed(layers)],
                     "upperdir": str(cdir / "upper"), "workdir": str(cdir / "work"),
                     "mountpoint": str(mountpoint)}
@@ -195,8 +197,13 @@ def _claim_name(paths: Paths, name: str, cid: str) -> Path:
     return link
 
 
-def run(req: RunRequest) -> int:
-    """Run ``req`` in the foreground; return the container's exit code."""
+def run(req: RunRequest, existing: str | None = None) -> int:
+    """Run ``req`` in the foreground; return the container's exit code.
+
+    ``existing``: the id of a created or exited detached container to start
+    again (``prun start``): its dir and upper layer are reused, its name is
+    already its own.
+    """
     import shutil
 
     if req.network.partition(":")[0] not in NETWORKS:
@@ -206,10 +213,10 @@ def run(req: RunRequest) -> int:
     timing.mark("cli")
     if req.detach:
         from rootless.containers.detach import check_request
-        check_request(req)
+        check_request(req, paths=Paths.from_env())
     paths = Paths.from_env()
     helper = take(detach=req.detach)
-    cid = os.urandom(32).hex()
+    cid = existing or os.urandom(32).hex()
     cdir = paths.data / "containers" / cid
     rdir = ensure_private_dir(paths.runtime) / "containers" / cid
     hooks: list[RunHooks] = []
@@ -217,10 +224,10 @@ def run(req: RunRequest) -> int:
     detached = False
     code = None   # the exit code of a foreground container that ran
     try:
-        if req.name:
+        if req.name and not existing:
             name_link = _claim_name(paths, req.name, cid)
-        cdir.mkdir(parents=True)
-        rdir.mkdir(parents=True)
+        cdir.mkdir(parents=True, exist_ok=bool(existing))
+        rdir.mkdir(parents=True, exist_ok=bool(existing))
         mountpoint = rdir / "rootfs"
         mountpoint.mkdir()
         config, rootfs = _rootfs(req, paths, cdir, mountpoint)
@@ -248,7 +255,8 @@ def run(req: RunRequest) -> int:
             _drive(Conversation(helper), spec, req, hooks)
             detach.handed_over(store, record, helper.pid)
             detached = True
-            print(cid, flush=True)
+            if not existing:
+                print(cid, flush=True)
             return 0
         started_at = timestamp()
         code = _drive(Conversation(helper), spec, req, hooks)

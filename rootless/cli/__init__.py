@@ -32,6 +32,9 @@ log = logging.getLogger("prun")
 COMMANDS: dict[str, dict[str, str]] = {
     "Manage containers": {
         "run": "rootless.cli.run:run",
+        "create": "rootless.cli.create:create",
+        "start": "rootless.cli.containers:start",
+        "restart": "rootless.cli.containers:restart",
         "ps": "rootless.cli.containers:ps",
         "logs": "rootless.cli.containers:logs",
         "exec": "rootless.cli.containers:exec_",

@@ -115,16 +115,14 @@ def logs(follow: bool, tail: str, since: str | None, until: str | None, timestam
         stream = err if e.stream == "stderr" else out
         stream.write(((e.time + " ") if timestamps else "").encode() + e.text.encode())
         stream.flush()
-    entries = logfile.read(path, tail=n, since=since_ts, until=until_ts)
+    entries, end = logfile.read_to(path, tail=n, since=since_ts, until=until_ts)
     for e in entries:
         show(e)
     if follow and not until_ts:
         def done() -> bool:
             return not lifecycle.is_live(lifecycle.refresh(store, c))
-        after = entries[-1].time if entries else since_ts
-        for e in logfile.follow(path, done, since=after):
-            if not (entries and e.time == after and e == entries[-1]):
-                show(e)
+        for e in logfile.follow(path, done, since=since_ts, start=end):
+            show(e)
     return 0
 
 
@@ -333,3 +331,54 @@ def exec_(interactive: bool, tty: bool, env: tuple[str, ...], user: str | None,
     store = _store()
     return lifecycle.exec_in(store, store.resolve(container_name), list(command), envs, user,
                              workdir, interactive or tty)
+
+
+@click.command(short_help="Start created or stopped containers.")
+@click.option("-a", "--attach", is_flag=True, help="Print its output until it exits; "
+                                                  "exit with its code (one container).")
+@click.argument("containers", nargs=-1, required=True)
+def start(attach: bool, containers: tuple[str, ...]) -> int:
+    """Start each container in the background, as `prun run -d` did.
+
+    \b
+    Example:
+      prun start web
+    """
+    from rootless.containers import detach, lifecycle
+    if attach and len(containers) != 1:
+        raise UsageError("start -a: attach to exactly one container")
+    store = _store()
+
+    def one(name: str) -> None:
+        c = detach.start(store, store.resolve(name))
+        if not attach:
+            click.echo(name)
+        return c
+    if not attach:
+        return _each(containers, one)
+    c = one(containers[0])
+    logs.callback(follow=True, tail="all", since=c.started_at, until=None, timestamps=False,
+                  container=c.id)
+    return lifecycle.wait(store, c)
+
+
+@click.command(short_help="Restart containers.")
+@click.option("-t", "--time", "timeout", type=float, default=None, metavar="SECONDS",
+              help="Seconds to wait after the stop signal before SIGKILL [default: 10].")
+@click.argument("containers", nargs=-1, required=True)
+def restart(timeout: float | None, containers: tuple[str, ...]) -> int:
+    """Stop (if running) and start each container again.
+
+    \b
+    Example:
+      prun restart web
+    """
+    from rootless.containers import detach, lifecycle
+    store = _store()
+
+    def one(name: str) -> None:
+        c = store.resolve(name)
+        lifecycle.stop(store, c, timeout)
+        detach.start(store, c)
+        click.echo(name)
+    return _each(containers, one)

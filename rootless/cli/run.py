@@ -36,7 +36,7 @@ MULTI = {"multiple": True, "metavar": "VALUE"}
               help="With --read-only, mount tmpfs on /tmp, /var/tmp and /run.")
 @click.option("--network", "--net", "network", default=None,
               help="Network mode: slirp4netns[:allow_host_loopback=true,mtu=N,cidr=…,"
-                   "enable_ipv6=true,outbound_addr=IP], none or host [default: slirp4netns].")
+                   "enable_ipv6=true,outbound_addr=IP], pasta, none or host [default: slirp4netns].")
 @click.option("-p", "--publish", **MULTI,
               help="Publish [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp] (ranges a-b; no host port: "
                    "a free one).")
@@ -82,10 +82,15 @@ def run(image: str, command: tuple[str, ...], **opts) -> int:
       prun run --rm -it -v ./data:/data:ro busybox sh
     """
     from rootless import supervisor
+    return supervisor.run(build_request(image, command, opts))
+
+
+def build_request(image: str, command: tuple[str, ...], opts: dict):
+    """The RunRequest for run's flags (`prun create` takes the same)."""
+    from rootless import supervisor
     from rootless.runspec import RunRequest
 
     net = opts.pop("network") or supervisor.DEFAULT_NETWORK
     cgroup = cgroup_request(opts)
-    req = RunRequest(image=image, command=list(command), network=net, cgroup=cgroup,
-                     **{k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()})
-    return supervisor.run(req)
+    return RunRequest(image=image, command=list(command), network=net, cgroup=cgroup,
+                      **{k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()})

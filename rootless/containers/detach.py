@@ -8,10 +8,17 @@ Rules:
   restart policy, log rotation, stop signal and timeout); it travels in the
   wire spec under "detach".
 - ``handed_over`` records the keeper (the helper's pid and /proc start
-  time) once the helper sent Detached; from then on the keeper's state.json
+  time) and the published ports the network hook chose, once the helper
+  sent Detached; from then on the keeper's state.json
   is the truth and lifecycle.refresh reads it.
-- Named volumes used with -v NAME:/path are registered in the store, so
-  ``prun volume ls`` shows them and ``volume rm`` knows who uses them.
+- ``create`` records a container with its RunRequest and working dir;
+  ``start`` runs that request again through the supervisor with the same
+  id (same upper layer, name and log), for created and exited containers.
+- Named volumes used with -v NAME:/path (and anonymous ones, -v /path) are
+  registered in the store, so ``prun volume ls`` shows them, ``volume rm``
+  knows who uses them and ``rm -v`` removes the anonymous ones.
+- Lingering: when systemd runs and the user's lingering is off, -d warns
+  once per store that containers die at logout.
 """
 
 from __future__ import annotations
@@ -19,9 +26,9 @@ from __future__ import annotations
 import signal
 import time
 
-from rootless.containers import keeper, logs, policy
-from rootless.containers.store import Container, Store, proc_starttime
-from rootless.errors import UsageError
+from rootless.containers import keeper, lifecycle, logs, policy
+from rootless.containers.store import Container, Store, new_id, proc_starttime, remove_tree
+from rootless.errors import NotFoundError, UsageError
 
 
 def parse_log_opts(opts: list[str]) -> tuple[int, int]:
@@ -38,17 +45,35 @@ def parse_log_opts(opts: list[str]) -> tuple[int, int]:
     return size, files
 
 
-def named_volumes(volumes: list[str]) -> list[str]:
-    out = []
+def volume_names(cid: str, volumes: list[str]) -> tuple[list[str], list[str]]:
+    """(named, anonymous) volumes among -v flags, named as runspec names them:
+    ``NAME:/path`` is named, ``/path`` alone gets ``<id12>-<path>``."""
+    named, anonymous = [], []
     for v in volumes:
-        src = v.split(":", 1)[0]
-        if ":" in v and src and not src.startswith((".", "/", "~")):
-            out.append(src)
-    return out
+        parts = v.split(":")
+        if len(parts) == 1:
+            anonymous.append(f"{cid[:12]}-{parts[0].strip('/').replace('/', '-')}")
+        elif not parts[0].startswith((".", "/")):
+            named.append(parts[0])
+    return named, anonymous
 
 
-def check_request(req) -> None:
-    """Flags -d cannot honour yet, refused before anything starts."""
+def warn_lingering(store: Store, user: str, linger_dir: str = "/var/lib/systemd/linger",
+                   systemd: str = "/run/systemd/system") -> str | None:
+    """The warning, once per store, that detached containers die at logout."""
+    import os
+    marker = store.paths.data / ".linger-warned"
+    if not os.path.isdir(systemd) or os.path.exists(os.path.join(linger_dir, user)) \
+            or marker.exists():
+        return None
+    marker.touch()
+    return (f"prun: warning: systemd lingering is off for {user}: detached containers are "
+            f"stopped when you log out (fix: loginctl enable-linger {user})")
+
+
+def check_request(req, paths=None) -> None:
+    """Flags -d cannot honour yet, refused before anything starts; the
+    lingering warning (with ``paths``: `run -d`, not `create`)."""
     if req.tty:
         raise UsageError("run -d -t: a detached container with a terminal is not supported",
                          hint="drop -t (output goes to 'prun logs'), or run in the foreground")
@@ -60,47 +85,95 @@ def check_request(req) -> None:
                          hint="drop -i; use 'prun exec -i' to talk to it")
     policy.parse_restart(req.restart)
     parse_log_opts(req.log_opt)
+    if paths is not None:
+        import getpass
+        import sys
+        warning = warn_lingering(Store(paths), getpass.getuser())
+        if warning:
+            print(warning, file=sys.stderr)
 
 
 def register_spec(paths, cid: str, req, spec: dict) -> tuple[Store, Container]:
-    """Record the container and put the keeper's part into the wire ``spec``."""
+    """Record the container (or find the one being started again) and put
+    the keeper's part into the wire ``spec``."""
     store = Store(paths)
-    record = register(store, cid, req, spec["process"]["args"])
+    try:
+        record = store.resolve(cid)
+        store.update(record, command=list(spec["process"]["args"]))
+    except NotFoundError:
+        record = register(store, cid, req, spec["process"]["args"])
     spec["detach"] = keeper_spec(store, record)
     return store, record
+
+
+def create(req) -> Container:
+    """`prun create`: record the container; `prun start` runs it."""
+    check_request(req)
+    store = Store()
+    return register(store, new_id(), req, req.command)
+
+
+def start(store: Store, c: Container) -> Container:
+    """Start a created or exited container again through the supervisor."""
+    import os
+
+    import base64
+    import pickle
+
+    from rootless import supervisor
+    lifecycle.refresh(store, c)
+    if lifecycle.is_live(c):
+        return c
+    for d in store.runtime_dirs(c.id):
+        remove_tree(d)
+    req = pickle.loads(base64.b64decode(c.config["request"]))
+    here = os.getcwd()
+    os.chdir(c.config["cwd"])  # relative -v paths mean what they meant at create time
+    try:
+        supervisor.run(req, existing=c.id)
+    finally:
+        os.chdir(here)
+    return store.resolve(c.id)
 
 
 def register(store: Store, cid: str, req, args: list[str]) -> Container:
     policy.parse_restart(req.restart)
     size, files = parse_log_opts(req.log_opt)
-    vols = named_volumes(req.volumes)
-    for name in vols:
+    vols, anonymous = volume_names(cid, req.volumes)
+    for name in vols + anonymous:
         store.add_volume(name, exist_ok=True)
     config = {"restart": req.restart, "log_max_size": size, "log_max_files": files,
               "stop_timeout": req.stop_timeout, "hostname": req.hostname or cid[:12],
               "env": req.env, "workdir": req.workdir or "", "user": req.user or "",
-              "entrypoint": req.entrypoint, "network": req.network, "volumes": vols,
-              "mounts_view": mounts_view(req.volumes, store), "tty": req.tty,
+              "entrypoint": req.entrypoint, "network": req.network, "volumes": vols + anonymous,
+              "anonymous_volumes": anonymous, "mounts_view": mounts_view(cid, req.volumes, store), "tty": req.tty,
               "interactive": req.interactive}
+    import base64
+    import dataclasses
+    import os
+    import pickle
+    # pickle, not JSON: the request nests dataclasses (cgroup limits) that
+    # `start` must get back as they were; the store is the user's own.
+    config["request"] = base64.b64encode(
+        pickle.dumps(dataclasses.replace(req, detach=True))).decode()
+    config["cwd"] = os.getcwd()
     return store.add(Container(id=cid, name=req.name or "", image=req.image, image_id="",
                                command=list(args), created=time.time(),
                                status=policy.CREATED, config=config))
 
 
-def mounts_view(volumes: list[str], store: Store) -> list[dict]:
+def mounts_view(cid: str, volumes: list[str], store: Store) -> list[dict]:
     """docker inspect's Mounts for -v flags."""
     out = []
     for v in volumes:
         parts = v.split(":")
-        if len(parts) < 2:
-            continue
+        if len(parts) == 1:
+            parts = [volume_names(cid, [v])[1][0], v]
         src, dst, mode = parts[0], parts[1], (parts[2] if len(parts) > 2 else "")
-        named = src in named_volumes([v])
-        out.append({"Type": "volume" if named else "bind",
-                    "Name": src if named else "",
+        named = not src.startswith((".", "/"))
+        out.append({"Type": "volume" if named else "bind", "Name": src if named else "",
                     "Source": str(store.volume_dir(src) / "_data") if named else src,
-                    "Destination": dst, "RW": "ro" not in mode.split(","),
-                    "Mode": mode})
+                    "Destination": dst, "RW": "ro" not in mode.split(","), "Mode": mode})
     return out
 
 
@@ -122,7 +195,7 @@ def handed_over(store: Store, c: Container, keeper_pid: int) -> Container:
                  keeper_start=proc_starttime(keeper_pid))
     st = keeper.read_state(str(store.run_dir(c.id)))
     if st is not None:
-        store.update(c, pid=st["pid"], started_at=st["started_at"])
+        lifecycle.fold(store, c, st)
     from netstack.network import ports_records, read_ports
     ports = read_ports(store.run_dir(c.id) / "net")
     if ports:

@@ -11,11 +11,8 @@ Rules:
   the keeper's mount namespace, so nothing else can be left.
 - Talking to a keeper goes through control.request; a keeper that does not
   answer is treated as gone, never as an error to show.
-- ``start`` spawns the keeper through a ``Launcher`` (argv and environment
-  for the keeper process, built from the container's config) in a new
-  session with stdio on /dev/null; the keeper reports readiness on the fd
-  named by PRUN_READY_FD (see keeper.Keeper.serve). The real launcher runs
-  the container's helper; tests pass one that runs a plain host process.
+- Starting is the supervisor's job (rootless.containers.detach.start): the
+  helper that sets up the namespaces becomes the keeper.
 """
 
 from __future__ import annotations
@@ -25,14 +22,12 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from rootless.containers import control, keeper, policy
-from rootless.containers.store import Container, Store, alive, proc_starttime, remove_tree
+from rootless.containers.store import Container, Store, alive, remove_tree
 from rootless.errors import ConflictError, ContainerError, PrunError
 
-Launcher = Callable[[Store, Container], tuple[list[str], dict[str, str]]]
 LIVE = (policy.RUNNING, policy.RESTARTING)
 KEEPER_DIED = 137
 
@@ -44,10 +39,10 @@ def refresh(store: Store, c: Container) -> Container:
     st = keeper.read_state(str(rundir))
     if alive(c.keeper_pid, c.keeper_start):
         if st is not None and st["status"] != policy.CREATED:
-            _fold(store, c, st)
+            fold(store, c, st)
         return c
     if st is not None and st["status"] == policy.EXITED:
-        _fold(store, c, st)
+        fold(store, c, st)
     else:
         store.update(c, status=policy.EXITED, pid=0, exit_code=KEEPER_DIED,
                      finished_at=keeper.timestamp(),
@@ -59,7 +54,7 @@ def refresh(store: Store, c: Container) -> Container:
     return c
 
 
-def _fold(store: Store, c: Container, st: dict) -> None:
+def fold(store: Store, c: Container, st: dict) -> None:
     changes = {k: st[k] for k in ("status", "pid", "exit_code", "started_at",
                                   "finished_at", "restart_count", "error", "oom_killed")
                if getattr(c, k) != st[k]}
@@ -69,56 +64,6 @@ def _fold(store: Store, c: Container, st: dict) -> None:
 
 def is_live(c: Container) -> bool:
     return c.status in LIVE
-
-
-def start(store: Store, c: Container, launcher: Launcher, timeout: float = 60.0) -> Container:
-    """Spawn the keeper of ``c`` detached from us; return once it runs or failed."""
-    refresh(store, c)
-    if is_live(c):
-        return c
-    rundir = store.run_dir(c.id)
-    remove_tree(rundir)
-    rundir.mkdir(parents=True, mode=0o700)
-    store.data_dir(c.id).mkdir(parents=True, exist_ok=True)
-    argv, env = launcher(store, c)
-    ready_r, ready_w = os.pipe()
-    env = {**env, "PRUN_READY_FD": str(ready_w)}
-    with open(os.devnull, "r+b") as null:
-        proc = subprocess.Popen(argv, env=env, stdin=null, stdout=null, stderr=null,
-                                pass_fds=(ready_w,), start_new_session=True, close_fds=True)
-    os.close(ready_w)
-    store.update(c, status=policy.RUNNING, keeper_pid=proc.pid,
-                 keeper_start=proc_starttime(proc.pid), error="", exit_code=0)
-    answer = _read_ready(ready_r, timeout)
-    if answer != b"1":
-        message = answer[2:].decode(errors="replace").strip() if answer.startswith(b"E ") \
-            else "the keeper exited before the container started"
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
-        refresh(store, c)
-        raise ContainerError(f"start container {c.name}: {message}",
-                             hint="run it in the foreground (without -d) to see its output")
-    st = keeper.read_state(str(rundir))
-    if st is not None:
-        _fold(store, c, st)
-    return c
-
-
-def _read_ready(fd: int, timeout: float) -> bytes:
-    import select
-    data = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return b"E timed out waiting for the container to start"
-            chunk = os.read(fd, 4096)
-            data += chunk
-            if not chunk or data == b"1" or data.endswith(b"\n"):
-                return data
-    finally:
-        os.close(fd)
 
 
 def _sock(store: Store, c: Container) -> str:

@@ -21,6 +21,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -106,10 +107,6 @@ class Entry:
     def __init__(self, stream: str, time: str, text: str) -> None:
         self.stream, self.time, self.text = stream, time, text
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Entry) and \
-            (other.stream, other.time, other.text) == (self.stream, self.time, self.text)
-
 
 def _parse(line: bytes) -> Entry | None:
     import json
@@ -133,22 +130,35 @@ def log_files(path: str) -> list[str]:
 def read(path: str, tail: int | None = None, since: str | None = None,
          until: str | None = None) -> list[Entry]:
     """Entries of all files, filtered by time, the last ``tail`` of them."""
+    return read_to(path, tail, since, until)[0]
+
+
+def read_to(path: str, tail: int | None = None, since: str | None = None,
+            until: str | None = None) -> tuple[list[Entry], tuple[int, int]]:
+    """``read`` plus where it stopped in ``path``: (inode, offset) for ``follow``."""
     from collections import deque
     keep: deque[Entry] = deque(maxlen=tail) if tail is not None else deque()
-    if tail == 0:
-        return []
+    end = (0, 0)
     for name in log_files(path):
         with open(name, "rb") as f:
+            pos = 0
             for line in f:
+                if not line.endswith(b"\n"):
+                    break  # still being written: follow picks it up whole
+                pos += len(line)
                 e = _parse(line)
                 if e is None or (since and e.time < since) or (until and e.time > until):
                     continue
                 keep.append(e)
-    return list(keep)
+            if name == path:
+                end = (os.fstat(f.fileno()).st_ino, pos)
+    return ([] if tail == 0 else list(keep)), end
 
 
-def follow(path: str, done, since: str | None = None, poll: float = 0.1):
-    """Entries written to ``path`` from now on, until ``done()`` and all is read.
+def follow(path: str, done, since: str | None = None, poll: float = 0.1,
+           start: tuple[int, int] | None = None):
+    """Entries written to ``path`` after ``start`` (read_to's end; default:
+    the current end), until ``done()`` and all is read.
 
     Survives rotation: when ``path`` gets a new inode the rest of the old
     file is read before switching.
@@ -156,7 +166,10 @@ def follow(path: str, done, since: str | None = None, poll: float = 0.1):
     f = _open_wait(path, done, poll)
     if f is None:
         return
-    f.seek(0, os.SEEK_END)
+    if start is None:
+        f.seek(0, os.SEEK_END)
+    elif os.fstat(f.fileno()).st_ino == start[0]:
+        f.seek(start[1])
     pending = b""
     while True:
         chunk = f.read()
@@ -233,10 +246,8 @@ def parse_since(text: str, now: float | None = None, flag: str = "--since") -> s
     from rootless.errors import UsageError
     now = time.time() if now is None else now
     t = text.strip()
-    try:
+    with contextlib.suppress(ValueError):  # not a number: a duration or a date
         return timestamp(int(float(t) * 1e9))
-    except ValueError:
-        pass
     total, num = 0.0, ""
     for ch in t:
         if ch.isdigit() or ch == ".":

@@ -58,6 +58,8 @@ def status_text(c: Container, now: float | None = None) -> str:
 
 
 def ports_text(c: Container) -> str:
+    if c.status != policy.RUNNING:
+        return ""
     out = []
     for p in c.config.get("ports", []):
         host_ip = p.get("host_ip") or "0.0.0.0"

@@ -17,6 +17,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -109,11 +110,10 @@ def apply_op(root: str, op: tuple, sys=_sys) -> None:
         _ensure(host, False)
         nse = sys.MS_NOSUID | sys.MS_NODEV | sys.MS_NOEXEC
         if op[1]:
-            try:
+            # Not the owner of the network namespace (PermissionError): bind below.
+            with contextlib.suppress(PermissionError):
                 sys.mount("sysfs", host, "sysfs", nse | sys.MS_RDONLY, None)
                 return
-            except PermissionError:
-                pass  # not the owner of the network namespace: bind below
         sys.mount("/sys", host, None, sys.MS_BIND | sys.MS_REC, None)
         remount_ro(host, sys)
     elif kind == "mkdir":

@@ -1,50 +1,77 @@
-"""Detached container lifecycle: idle memory, start/stop 20, `ps` with 50.
+"""Detached containers: idle memory, start/rm of 20, `ps` with 50 — real
+`prun run -d` next to real `podman run -d`, the same busybox image.
 
-prun's side currently measures the keeper over a host process (see
-_life_driver.py): the keeper's own memory and the lifecycle machinery's
-latency, without the helper's namespaces and FUSE server. podman's side is
-a real `podman run -d busybox sleep` (conmon + fuse-overlayfs + slirp4netns).
+Idle memory sums a container's long-lived processes other than the
+container's own: prun's keeper (the helper), FUSE server and slirp4netns;
+podman's conmon, fuse-overlayfs and slirp4netns (both with their default
+network, slirp4netns). RSS counts shared pages in full, PSS splits them
+among the processes sharing them.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
 from benchmarks._kit import Context, benchmark
 
-PEER_PROCS = ("conmon", "fuse-overlayfs", "slirp4netns")
+REF = "localhost/busybox:bench"
 
 
 def _env(ctx: Context) -> dict[str, str]:
-    return {"PRUN_ROOT": str(ctx.tmp / "store"), "PRUN_RUNROOT": str(ctx.tmp / "run"),
-            "PYTHONPATH": str(ctx.src)}
-
-
-def _python(ctx: Context) -> str:
-    return str(ctx.venv / "bin/python") if ctx.venv else "python3"
+    return {"PRUN_ROOT": str(ctx.tmp / "store"), "PRUN_RUNROOT": str(ctx.tmp / "run")}
 
 
 def _prun(ctx: Context, *args: str) -> list[str]:
     return ctx.as_user(["prun", *args], _env(ctx))
 
 
-def _start_keepers(ctx: Context, n: int) -> list[int]:
-    out = ctx.run(ctx.as_user([_python(ctx), str(ctx.src / "scripts/benchmarks/_life_driver.py"),
-                               "start", str(n)], _env(ctx)), text=True, cwd=ctx.src)
-    return [int(p) for p in out.stdout.split()]
+def _archive(ctx: Context) -> Path:
+    import sys
+    sys.path.insert(0, str(ctx.src))
+    from tests.support import images as build
+    img = build.busybox_image(ctx.tmp / "busybox")
+    archive = build.docker_archive(img, ctx.tmp / "busybox.tar", [REF])
+    for p in (ctx.tmp, archive):
+        ctx.chown(p)
+    os.chmod(ctx.tmp, 0o755)
+    return archive
+
+
+def _setup(ctx: Context) -> dict:
+    archive = _archive(ctx)
+    ctx.run(_prun(ctx, "load", "-q", "-i", str(archive)))
+    podman = False
+    if ctx.have("podman"):
+        loaded = ctx.run(ctx.podman(["load", "-i", str(archive)]), check=False, text=True)
+        podman = loaded.returncode == 0
+        if not podman:
+            ctx.warnings.add(f"podman load failed: {loaded.stderr.strip()[-200:]}")
+    return {"podman": podman}
 
 
 def _rm_all(ctx: Context) -> None:
     ids = ctx.run(_prun(ctx, "ps", "-aq"), text=True).stdout.split()
     if ids:
         ctx.run(_prun(ctx, "rm", "-f", *ids))
+    if ctx.state and ctx.state.get("podman"):
+        ctx.run(ctx.podman(["rm", "-f", "-a", "-t", "0"]), check=False)
+
+
+def _run_d(ctx: Context, n: int, tool: str) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        if tool == "prun":
+            ctx.run(_prun(ctx, "run", "-d", REF, "sleep", "1000"))
+        else:
+            ctx.run(ctx.podman(["run", "-d", REF, "sleep", "1000"]))
+    return time.perf_counter() - start
 
 
 def _mem(pid: int) -> tuple[float, float]:
-    """(RSS, PSS) of ``pid`` in MiB from smaps_rollup."""
+    """(RSS, PSS) of ``pid`` in MiB."""
     rss = pss = 0
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
@@ -55,122 +82,118 @@ def _mem(pid: int) -> tuple[float, float]:
     return rss / 1024, pss / 1024
 
 
-def _peer_pids(uid: int) -> list[int]:
-    pids = []
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
+def _prun_pids(ctx: Context) -> list[int]:
+    cid = ctx.run(_prun(ctx, "ps", "-q", "--no-trunc"), text=True).stdout.split()[0]
+    state = json.loads((ctx.tmp / "run" / "c" / cid[:12] / "state.json").read_text())
+    keeper = state["keeper_pid"]
+    slirp = int((ctx.tmp / "run" / "c" / cid[:12] / "net" / "slirp4netns.pid").read_text())
+    return [keeper, slirp] + [c for c in _children(keeper) if c != state["pid"]]
+
+
+def _slirps(uid: int) -> set[int]:
+    found = set()
     for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{d}").st_uid != uid:
+        if d.isdigit():
+            try:
+                if os.stat(f"/proc/{d}").st_uid == uid and _comm(int(d)) == "slirp4netns":
+                    found.add(int(d))
+            except (FileNotFoundError, ProcessLookupError):
                 continue
-            name = Path(f"/proc/{d}/comm").read_text().strip()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if name in PEER_PROCS:
-            pids.append(int(d))
-    return pids
+    return found
 
 
-def _podman_ready(ctx: Context) -> bool:
-    if not ctx.have("podman"):
-        return False
-    images = ctx.run(ctx.podman(["images", "-q", "localhost/busybox:bench"]), check=False,
-                     text=True)
-    if images.stdout.strip():
-        return True
-    import sys
-    sys.path.insert(0, str(ctx.src))
-    from tests.support import images as build
-    img = build.busybox_image(ctx.tmp / "busybox")
-    archive = build.docker_archive(img, ctx.tmp / "busybox.tar", ["localhost/busybox:bench"])
-    ctx.chown(archive)
-    os.chmod(ctx.tmp, 0o755)
-    loaded = ctx.run(ctx.podman(["load", "-i", str(archive)]), check=False, text=True)
-    if loaded.returncode:
-        ctx.warnings.add(f"podman load failed: {loaded.stderr.strip()[-200:]}")
-    return loaded.returncode == 0
-
-
-def _podman_rm_all(ctx: Context) -> None:
-    ctx.run(ctx.podman(["rm", "-f", "-a", "-t", "0"]), check=False)
-
-
-def _setup(ctx: Context):
-    return {"podman": _podman_ready(ctx)}
-
-
-def _teardown(ctx: Context) -> None:
-    _rm_all(ctx)
-    if ctx.state and ctx.state.get("podman"):
-        _podman_rm_all(ctx)
+def _podman_pids(ctx: Context, slirps_before: set[int]) -> list[int]:
+    """This run's container's conmon (from inspect), its fuse-overlayfs
+    (the one whose mount options name this benchmark's podman store) and
+    the slirp4netns that appeared with it."""
+    cid = ctx.run(ctx.podman(["ps", "-q", "--no-trunc"]), text=True).stdout.split()[0]
+    conmon = int(ctx.run(ctx.podman(["inspect", "-f", "{{.State.ConmonPid}}", cid]),
+                         text=True).stdout.strip())
+    store = str(ctx.tmp.parent / "podman-fuse")
+    found = [conmon]
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                cmd = Path(f"/proc/{d}/cmdline").read_bytes()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if cmd.startswith(b"/usr/bin/fuse-overlayfs") and store.encode() in cmd:
+                found.append(int(d))
+    return found + sorted(_slirps(ctx.uid) - slirps_before)
 
 
 def _idle(ctx: Context, which: int) -> dict[str, float]:
-    pids = _start_keepers(ctx, 1)
-    time.sleep(0.5)
-    result = {"prun (keeper only)": sum(_mem(p)[which] for p in pids)}
-    _rm_all(ctx)
+    _run_d(ctx, 1, "prun")
+    time.sleep(1)
+    result = {"prun": sum(_mem(p)[which] for p in _prun_pids(ctx))}
     if ctx.state["podman"]:
-        before = set(_peer_pids(ctx.uid))
-        ctx.run(ctx.podman(["run", "-d", "--network", "slirp4netns", "localhost/busybox:bench",
-                            "sleep", "1000"]))
-        time.sleep(0.5)
-        new = [p for p in _peer_pids(ctx.uid) if p not in before]
-        result["podman"] = sum(_mem(p)[which] for p in new)
-        _podman_rm_all(ctx)
-    result["prun"] = result.pop("prun (keeper only)")
+        before = _slirps(ctx.uid)
+        _run_d(ctx, 1, "podman")
+        time.sleep(1)
+        result["podman"] = sum(_mem(p)[which] for p in _podman_pids(ctx, before))
+    _rm_all(ctx)
     return result
 
 
 @benchmark("life.idle-rss", unit="MiB", higher_is_better=False, repeat=3,
-           setup=_setup, teardown=_teardown)
+           setup=_setup, teardown=_rm_all)
 def idle_rss(ctx: Context) -> dict[str, float]:
-    """RSS of one idle detached container's long-lived processes (prun: keeper only)"""
+    """RSS of an idle detached container's helpers (keeper+FUSE+slirp4netns vs conmon+fuse-overlayfs+slirp4netns)"""
     return _idle(ctx, 0)
 
 
 @benchmark("life.idle-pss", unit="MiB", higher_is_better=False, repeat=3,
-           setup=_setup, teardown=_teardown)
+           setup=_setup, teardown=_rm_all)
 def idle_pss(ctx: Context) -> dict[str, float]:
-    """PSS of one idle detached container's long-lived processes (prun: keeper only)"""
+    """PSS of the same processes"""
     return _idle(ctx, 1)
 
 
-@benchmark("life.start-stop-20", unit="s", higher_is_better=False, repeat=3,
-           setup=_setup, teardown=_teardown)
-def start_stop_20(ctx: Context) -> dict[str, float]:
-    """start 20 detached containers, then remove them all with rm -f (prun: host keepers)"""
-    t0 = time.perf_counter()
-    _start_keepers(ctx, 20)
-    ids = ctx.run(_prun(ctx, "ps", "-q"), text=True).stdout.split()
-    assert len(ids) == 20, ids
-    ctx.run(_prun(ctx, "rm", "-f", *ids))
-    result = {"prun": time.perf_counter() - t0}
+@benchmark("life.start-20", unit="s", higher_is_better=False, repeat=3,
+           setup=_setup, teardown=_rm_all)
+def start_20(ctx: Context) -> dict[str, float]:
+    """start 20 detached `sleep` containers one after the other"""
+    result = {"prun": _run_d(ctx, 20, "prun")}
     if ctx.state["podman"]:
-        t0 = time.perf_counter()
-        procs = [subprocess.Popen(ctx.podman(["run", "-d", "--network", "none",
-                                              "localhost/busybox:bench", "sleep", "1000"]),
-                                  stdout=subprocess.DEVNULL) for _ in range(20)]
-        for p in procs:
-            p.wait()
-        ctx.run(ctx.podman(["rm", "-f", "-a", "-t", "0"]))
-        result["podman"] = time.perf_counter() - t0
+        result["podman"] = _run_d(ctx, 20, "podman")
+    _rm_all(ctx)
     return result
 
 
-def _setup_50(ctx: Context):
+@benchmark("life.rm-20", unit="s", higher_is_better=False, repeat=3,
+           setup=_setup, teardown=_rm_all)
+def rm_20(ctx: Context) -> dict[str, float]:
+    """`rm -f` of 20 running containers in one command"""
+    _run_d(ctx, 20, "prun")
+    ids = ctx.run(_prun(ctx, "ps", "-q"), text=True).stdout.split()
+    result = {"prun": ctx.time(_prun(ctx, "rm", "-f", *ids))}
+    if ctx.state["podman"]:
+        _run_d(ctx, 20, "podman")
+        result["podman"] = ctx.time(ctx.podman(["rm", "-f", "-a", "-t", "0"]))
+    return result
+
+
+def _setup_50(ctx: Context) -> dict:
     state = _setup(ctx)
-    _start_keepers(ctx, 50)
+    ctx.state = state
+    _run_d(ctx, 50, "prun")
     if state["podman"]:
-        for _ in range(50):
-            ctx.run(ctx.podman(["create", "localhost/busybox:bench", "true"]))
+        _run_d(ctx, 50, "podman")
     return state
 
 
 @benchmark("life.ps-50", unit="ms", higher_is_better=False, repeat=10,
-           setup=_setup_50, teardown=_teardown)
+           setup=_setup_50, teardown=_rm_all)
 def ps_50(ctx: Context) -> dict[str, float]:
-    """`ps -a` wall time with 50 containers"""
+    """`ps -a` wall time with 50 running containers"""
     result = {"prun": ctx.time(_prun(ctx, "ps", "-a")) * 1000}
     if ctx.state["podman"]:
         result["podman"] = ctx.time(ctx.podman(["ps", "-a"])) * 1000

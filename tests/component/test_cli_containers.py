@@ -6,16 +6,15 @@ import time
 import pytest
 
 from rootless.cli import run_cli
-from rootless.containers import lifecycle
 from rootless.containers.store import Container, Store, new_id
-from tests.fakes.keeper_host import host_launcher
+from tests.fakes.keeper_spawn import start
 
 
 def started(command, name, **config):
     store = Store()
     c = store.add(Container(id=new_id(), name=name, image="busybox", image_id="sha256:" + "a" * 64,
                             command=command, created=time.time(), config=config))
-    lifecycle.start(store, c, host_launcher)
+    start(store, c)
     return c
 
 

@@ -16,22 +16,9 @@ import pytest
 
 from fusefs import meta
 from fusefs.fs import UnionFS
+from tests.support.layers import build_layer
 
 ME = (os.geteuid(), os.getegid())
-
-
-def build(root: Path, tree: dict) -> Path:
-    """Create a layer from {name: str (file) | dict (dir) | ("link", target)}."""
-    root.mkdir(parents=True, exist_ok=True)
-    for name, value in tree.items():
-        p = root / name
-        if isinstance(value, dict):
-            build(p, value)
-        elif isinstance(value, tuple):
-            os.symlink(value[1], p)
-        else:
-            p.write_text(value)
-    return root
 
 
 @pytest.fixture
@@ -40,7 +27,7 @@ def stack(tmp_path):
     os.umask(0)
 
     def make(*trees: dict) -> UnionFS:
-        lowers = [build(tmp_path / f"l{i}", t) for i, t in enumerate(trees)]
+        lowers = [build_layer(tmp_path / f"l{i}", t) for i, t in enumerate(trees)]
         (tmp_path / "upper").mkdir(0o755)
         (tmp_path / "work").mkdir(0o700)
         return UnionFS([str(p) for p in lowers], str(tmp_path / "upper"),
@@ -58,8 +45,10 @@ def read(fs: UnionFS, path: str) -> bytes:
 
 
 def write(fs: UnionFS, path: str, data: bytes, flags: int = os.O_WRONLY | os.O_APPEND) -> None:
+    """Append as the kernel does: backing fds have no O_APPEND, writes carry offsets."""
     fd = fs.open(path, flags)
     try:
+        os.lseek(fd, 0, os.SEEK_END)
         os.write(fd, data)
     finally:
         os.close(fd)
@@ -293,7 +282,7 @@ def test_xattrs_user_capability_and_hidden_internal(stack, tmp_path):
 
 
 def test_read_only_union_refuses_changes(tmp_path):
-    build(tmp_path / "l", {"f": "x"})
+    build_layer(tmp_path / "l", {"f": "x"})
     fs = UnionFS([str(tmp_path / "l")])
     assert read(fs, "/f") == b"x"
     assert errno_of(fs.unlink, "/f") == errno.EROFS
@@ -306,3 +295,15 @@ def test_symlinks_are_served_not_followed(stack, tmp_path):
     assert errno_of(fs.getattr, "/etc/passwd") == errno.ENOTDIR
     fs.symlink("target", "/new", *ME)
     assert os.readlink(tmp_path / "upper/new") == "target"
+
+
+def test_chown_back_to_the_storage_owner_drops_no_stale_metadata(stack, tmp_path):
+    fs = stack({})
+    os.close(fs.create("/f", 0o644, os.O_WRONLY, *ME))
+    fs.chown("/f", *ME)
+    assert meta.read(str(tmp_path / "upper/f")) is None     # nothing to store
+    fs.chown("/f", 7, 8)
+    fs.chown("/f", *ME)
+    fs.chmod("/f", 0o640)
+    a = fs.getattr("/f")
+    assert (a.uid, a.gid, stat.S_IMODE(a.mode)) == (*ME, 0o640)

@@ -15,7 +15,7 @@ import pytest
 from rootless.containers import lifecycle, logs, policy
 from rootless.containers.store import Container, Store, alive, new_id
 from rootless.errors import ConflictError, NotFoundError
-from tests.fakes.keeper_host import host_launcher
+from tests.fakes.keeper_spawn import start
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def until(cond, timeout=10.0):
 
 def test_detached_process_logs_and_exit_code(store):
     c = make(store, sh("echo out; echo err >&2; exit 3"), name="job")
-    lifecycle.start(store, c, host_launcher)
+    start(store, c)
     assert lifecycle.wait(store, c) == 3
     c = store.resolve("job")
     assert c.status == policy.EXITED and c.exit_code == 3 and c.finished_at >= c.started_at
@@ -53,7 +53,7 @@ def test_detached_process_logs_and_exit_code(store):
 
 def test_stop_honours_timeout_then_sigkill(store):
     c = make(store, sh("trap '' TERM; echo up; while :; do sleep 0.05; done"))
-    lifecycle.start(store, c, host_launcher)
+    start(store, c)
     until(lambda: logs.read(str(store.log_path(c.id))))
     t0 = time.monotonic()
     lifecycle.stop(store, c, timeout=1)
@@ -64,7 +64,7 @@ def test_stop_honours_timeout_then_sigkill(store):
 
 def test_stop_signal_ends_a_cooperative_process_fast(store):
     c = make(store, ["sleep", "100"])
-    lifecycle.start(store, c, host_launcher)
+    start(store, c)
     t0 = time.monotonic()
     lifecycle.stop(store, c, timeout=10)
     assert time.monotonic() - t0 < 2
@@ -73,7 +73,7 @@ def test_stop_signal_ends_a_cooperative_process_fast(store):
 
 def test_kill_sends_the_signal(store):
     c = make(store, sh("trap 'echo got USR1; exit 7' USR1; while :; do sleep 0.05; done"))
-    lifecycle.start(store, c, host_launcher)
+    start(store, c)
     time.sleep(0.2)
     lifecycle.kill(store, c, signal.SIGUSR1)
     assert lifecycle.wait(store, c) == 7
@@ -84,7 +84,7 @@ def test_kill_sends_the_signal(store):
 
 def test_on_failure_restarts_n_times(store):
     c = make(store, sh("echo run; exit 1"), restart="on-failure:2")
-    lifecycle.start(store, c, host_launcher)
+    start(store, c)
     assert lifecycle.wait(store, c) == 1
     assert c.restart_count == 2
     assert [e.text for e in logs.read(str(store.log_path(c.id)))] == ["run\n"] * 3
@@ -92,7 +92,7 @@ def test_on_failure_restarts_n_times(store):
 
 def test_always_restarts_until_stopped(store):
     c = make(store, sh("echo run; exit 0"), restart="always")
-    lifecycle.start(store, c, host_launcher)
+    start(store, c)
     until(lambda: len(logs.read(str(store.log_path(c.id)))) >= 3)
     lifecycle.stop(store, c, timeout=1)
     assert c.status == policy.EXITED and c.restart_count >= 2
@@ -103,7 +103,7 @@ def test_always_restarts_until_stopped(store):
 
 def test_keeper_killed_with_sigkill_is_noticed_and_cleaned(store):
     c = make(store, ["sleep", "100"])
-    lifecycle.start(store, c, host_launcher)
+    start(store, c)
     rundir = store.run_dir(c.id)
     assert (rundir / "ctl.sock").exists()
     child = c.pid
@@ -122,19 +122,19 @@ def test_keeper_killed_with_sigkill_is_noticed_and_cleaned(store):
 
 def test_rm_refuses_running_and_force_removes(store):
     c = make(store, ["sleep", "100"], name="svc")
-    lifecycle.start(store, c, host_launcher)
+    start(store, c)
     with pytest.raises(ConflictError, match="remove container svc: it is running"):
         lifecycle.remove(store, c)
-    keeper_pid, start = c.keeper_pid, c.keeper_start
+    keeper_pid, began = c.keeper_pid, c.keeper_start
     lifecycle.remove(store, c, force=True)
-    assert not alive(keeper_pid, start)
+    assert not alive(keeper_pid, began)
     assert not store.run_dir(c.id).exists() and not store.data_dir(c.id).exists()
     assert store.list() == []
 
 
 def test_state_file_is_docker_shaped_json(store):
     c = make(store, ["sleep", "100"])
-    lifecycle.start(store, c, host_launcher)
+    start(store, c)
     state = json.loads((store.run_dir(c.id) / "state.json").read_text())
     assert state["status"] == "running" and state["pid"] == c.pid > 0
     lifecycle.remove(store, c, force=True)

@@ -1,8 +1,8 @@
 """A keeper whose "container" is a plain host process (maintained fake).
 
-``host_launcher`` is a lifecycle.Launcher: it writes ``keeper.spec`` (the
-keeper spec plus the argv, marshalled) into the container's runtime dir and returns the
-argv of this module, which serves a real Keeper over a ``HostWorkload``.
+This module is the keeper process of the fake (kept as lean as the real
+keeper, so benchmarks measure the keeper's own memory); keeper_spawn.py
+starts it. It serves a real Keeper over a ``HostWorkload``.
 Everything but the namespaces is the product's code: the control socket,
 logs, restart policy, state file and the CLI-side refresh.
 """
@@ -38,19 +38,6 @@ class HostWorkload:
 
     def cleanup(self) -> None:
         self.cleaned += 1
-
-
-def host_launcher(store, c):
-    from rootless.containers.lifecycle import keeper_env
-    spec = {"rundir": str(store.run_dir(c.id)), "log_path": str(store.log_path(c.id)),
-            **{k: c.config[k] for k in ("restart", "log_max_size", "log_max_files",
-                                        "stop_timeout") if k in c.config}}
-    with open(os.path.join(spec["rundir"], "keeper.spec"), "wb") as f:
-        marshal.dump({"spec": spec, "argv": c.command}, f)
-    env = keeper_env()
-    env["PYTHONPATH"] += os.pathsep + os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))))
-    return [sys.executable, "-S", "-m", "tests.fakes.keeper_host", spec["rundir"]], env
 
 
 def main() -> int:

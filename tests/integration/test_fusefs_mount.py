@@ -17,12 +17,14 @@ import stat
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
 
 from fusefs import meta
 from tests.support.caps import require, require_device, require_non_root, require_tool
+from tests.support.layers import build_layer
 
 pytestmark = pytest.mark.integration
 
@@ -38,19 +40,6 @@ def _host():
     require(TOOL.exists(), f"{TOOL} is not installed (pip install -e . creates it)")
 
 
-def layer(root: Path, tree: dict) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for name, value in tree.items():
-        p = root / name
-        if isinstance(value, dict):
-            layer(p, value)
-        elif isinstance(value, tuple):
-            os.symlink(value[1], p)
-        else:
-            p.write_text(value)
-    return root
-
-
 def in_userns(tmp_path: Path, lowers: list[Path], script: str, *, multi: bool = False,
               check: bool = True) -> subprocess.CompletedProcess:
     """Run ``script`` (bash) with the union mounted at $M; upper $U, work $W."""
@@ -62,24 +51,45 @@ def in_userns(tmp_path: Path, lowers: list[Path], script: str, *, multi: bool = 
             f"PY={shlex.quote(sys.executable)}\n"
             f"{shlex.quote(str(TOOL))} -o lowerdir={lowerdir},upperdir=$U,workdir=$W,"
             "rw,nodev,noatime $M\n"
-            "trap 'umount $M 2>/dev/null || true' EXIT\n" + script)
+            # cd / first: a script that cd'ed into $M would keep it busy and
+            # leave the server (and its namespace) behind.
+            "trap 'cd /; if grep -q \" $M \" /proc/self/mounts; then umount $M; fi' EXIT\n"
+            + script)
     argv = ["unshare", *(MULTI if multi else ["--map-root-user"]), "--mount",
             "--propagation", "private", "bash", "-euo", "pipefail", "-c", full]
     res = subprocess.run(argv, capture_output=True, text=True, timeout=240)
+    assert not _servers_left(m), "the FUSE server outlived its unmount"
     if check:
         assert res.returncode == 0, f"rc={res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
     return res
 
 
+def _servers_left(mountpoint: Path, wait: float = 5.0) -> list[int]:
+    """Pids of processes whose command line ends with ``mountpoint``."""
+    deadline = time.monotonic() + wait
+    while True:
+        left = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if len(cmd) > 1 and cmd[-2] == os.fsencode(mountpoint):
+                left.append(int(pid))
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
 def test_three_layer_stack_through_ls_cat_find_and_tar(tmp_path):
-    bottom = layer(tmp_path / "bottom", {
+    bottom = build_layer(tmp_path / "bottom", {
         "etc": {"passwd": "root:x:0:0::/root:/bin/sh\n", "motd": "bottom\n"},
         "gone": "x", "d": {"a": "a", "b": "b"}, "o": {"old": ""}, "bin": ("link", "usr/bin"),
         "usr": {"bin": {"tool": "#!/bin/sh\n"}}})
-    middle = layer(tmp_path / "middle", {
+    middle = build_layer(tmp_path / "middle", {
         ".wh.gone": "", "d": {".wh.a": "", "m": "m"}, "o": {".wh..wh..opq": "", "new": ""},
         "etc": {"motd": "middle\n"}})
-    top = layer(tmp_path / "top", {"d": {"t": "t"}, "etc": {"hostname": "box\n"}})
+    top = build_layer(tmp_path / "top", {"d": {"t": "t"}, "etc": {"hostname": "box\n"}})
     res = in_userns(tmp_path, [top, middle, bottom], """
         cd $M
         find . | sort
@@ -98,7 +108,7 @@ def test_three_layer_stack_through_ls_cat_find_and_tar(tmp_path):
 
 
 def test_changes_land_in_upper_as_an_oci_diff(tmp_path):
-    low = layer(tmp_path / "low", {"etc": {"conf": "v1\n", "rm-me": "x"}, "dir": {"s": {"f": "1\n"}},
+    low = build_layer(tmp_path / "low", {"etc": {"conf": "v1\n", "rm-me": "x"}, "dir": {"s": {"f": "1\n"}},
                                    "var": {"old": {"x": ""}}})
     before = os.lstat(low / "etc/conf")
     res = in_userns(tmp_path, [low], """
@@ -125,7 +135,7 @@ def test_changes_land_in_upper_as_an_oci_diff(tmp_path):
 
 
 def test_hard_links_and_inode_numbers_through_copy_up(tmp_path):
-    low = layer(tmp_path / "low", {"a": "shared\n", "x": {"y": ""}, "z": ""})
+    low = build_layer(tmp_path / "low", {"a": "shared\n", "x": {"y": ""}, "z": ""})
     os.link(low / "a", low / "x/b")
     res = in_userns(tmp_path, [low], """
         cd $M
@@ -161,7 +171,7 @@ def test_tar_extract_into_the_mount_matches_the_host(tmp_path):
         tf.add(src, arcname=".", filter=as_root)
     host = tmp_path / "host"
     host.mkdir()
-    low = layer(tmp_path / "low", {"x": {}})
+    low = build_layer(tmp_path / "low", {"x": {}})
     res = in_userns(tmp_path, [low], f"""
         tar -C $M/x -xf {tarball}
         tar -C {host} -xf {tarball}
@@ -196,6 +206,8 @@ fd = os.open(f"{m}/tmpfile", os.O_RDWR | os.O_CREAT, 0o600)
 os.unlink(f"{m}/tmpfile")
 os.write(fd, b"still here")
 out["unlinked"] = [os.pread(fd, 20, 0).decode(), os.fstat(fd).st_size, os.path.exists(f"{m}/tmpfile")]
+os.ftruncate(fd, 5)
+out["unlinked"].append(os.pread(fd, 20, 0).decode())
 os.close(fd)
 out["long"] = err(os.open, f"{m}/" + "n" * 256, os.O_CREAT | os.O_WRONLY)
 out["mknod_chr"] = err(os.mknod, f"{m}/null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
@@ -218,13 +230,13 @@ print(json.dumps(out))
 
 
 def test_file_api_semantics_with_python(tmp_path):
-    low = layer(tmp_path / "low", {"data": "hello world\n", "log": "one\n"})
+    low = build_layer(tmp_path / "low", {"data": "hello world\n", "log": "one\n"})
     (tmp_path / "checks.py").write_text(PY_CHECKS)
     res = in_userns(tmp_path, [low], f'$PY {tmp_path / "checks.py"} $M')
     out = json.loads(res.stdout)
     assert out == {
         "mmap": "HELLO world", "append": "one\ntwo\n", "excl": "EEXIST",
-        "unlinked": ["still here", 10, False], "long": "ENAMETOOLONG", "mknod_chr": "EPERM",
+        "unlinked": ["still here", 10, False, "still"], "long": "ENAMETOOLONG", "mknod_chr": "EPERM",
         "fifo": True, "socket": [True, "x"], "xattr": ["v", ["user.note"]],
         "trusted": "EPERM", "fallocate": 1 << 20, "statfs": 255, "truncate": "one"}
     assert (low / "data").read_text() == "hello world\n"
@@ -232,7 +244,7 @@ def test_file_api_semantics_with_python(tmp_path):
 
 def test_ownership_and_modes_come_from_metadata(tmp_path):
     require_tool("setpriv")
-    low = layer(tmp_path / "low", {"secret": "s3cret\n", "owned": "", "null": "", "pub": "p\n"})
+    low = build_layer(tmp_path / "low", {"secret": "s3cret\n", "owned": "", "null": "", "pub": "p\n"})
     meta.write(str(low / "secret"), meta.Meta(0, 0, 0o600))
     meta.write(str(low / "owned"), meta.Meta(1000, 1000, 0o4755))
     meta.write(str(low / "null"), meta.Meta(0, 0, 0o666, stat.S_IFCHR, os.makedev(1, 3)))
@@ -258,7 +270,7 @@ def test_ownership_and_modes_come_from_metadata(tmp_path):
 
 
 def test_sigkill_leaves_a_consistent_upper_and_a_cleanable_mount(tmp_path):
-    low = layer(tmp_path / "low", {"many": {f"f{i}": f"{i}\n" * 2000 for i in range(300)}})
+    low = build_layer(tmp_path / "low", {"many": {f"f{i}": f"{i}\n" * 2000 for i in range(300)}})
     res = in_userns(tmp_path, [low], """
         ( for f in $M/many/*; do echo tail >> $f; done ) 2>/dev/null &
         sleep 0.3
@@ -283,3 +295,25 @@ def test_mount_errors_are_reported(tmp_path):
     res = in_userns(tmp_path, [tmp_path / "missing"], "true", check=False)
     assert res.returncode == 1
     assert "prun-overlayfs: error: mount" in res.stderr and "missing" in res.stderr
+
+
+def test_many_processes_at_once(tmp_path):
+    low = build_layer(tmp_path / "low", {"shared": {f"f{i}": f"{i}\n" * 500 for i in range(50)}})
+    res = in_userns(tmp_path, [low], """
+        work() {
+            mkdir $M/p$1
+            for i in $(seq 60); do
+                echo "$1-$i" > $M/p$1/n$i
+                mv $M/p$1/n$i $M/p$1/m$i
+                cat $M/shared/f$((i % 50)) >> $M/p$1/m$i
+                echo "$1" >> $M/shared/f$((i % 50))
+            done
+        }
+        for p in 1 2 3 4 5 6; do work $p & done
+        wait
+        ls $M/p*/ | grep -c '^m'
+        cat $M/shared/f* | grep -vc '^[0-9]*$' || true
+        cat $M/shared/f* | wc -l
+        head -1 $M/p3/m7
+    """)
+    assert res.stdout.split() == ["360", "0", str(50 * 500 + 360), "3-7"]

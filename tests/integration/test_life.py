@@ -96,18 +96,19 @@ def test_busybox_httpd_session(image):
     ok(image, "volume", "rm", "site")
 
 
-def test_logs_follow_streams_live(image):
-    ok(image, "run", "-d", "--name", "ticker", "IMAGE", "sh", "-c",
-       "for i in 1 2 3 4; do echo tick $i; sleep 0.3; done")
+def test_logs_follow_streams_live(image, tmp_path):
+    # The container prints "waiting", then the rest only once the test opens
+    # the gate: those lines cannot exist before `logs -f` is running.
+    ok(image, "run", "-d", "--name", "ticker", "-v", f"{tmp_path}:/gate", "IMAGE", "sh", "-c",
+       "echo waiting; until [ -e /gate/go ]; do sleep 0.05; done; "
+       "for i in 1 2 3; do echo tick $i; sleep 0.2; done")
     ref, env = image
     proc = subprocess.Popen(["prun", "logs", "-f", "ticker"], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, **env})
-    first = proc.stdout.readline()
-    t_first = time.monotonic()
-    rest = proc.stdout.read()
+    assert proc.stdout.readline() == "waiting\n"
+    (tmp_path / "go").touch()
+    assert proc.stdout.read() == "tick 1\ntick 2\ntick 3\n"
     assert proc.wait(10) == 0
-    assert first + rest == "tick 1\ntick 2\ntick 3\ntick 4\n"
-    assert time.monotonic() - t_first > 0.5  # lines arrived while it ran
     ok(image, "rm", "ticker")
 
 
@@ -139,12 +140,17 @@ def test_stop_honours_t_then_sigkill(image):
     ok(image, "rm", "stubborn")
 
 
-def test_rm_f_of_a_running_container(image):
-    ok(image, "run", "-d", "--name", "doomed", "IMAGE", "sleep", "1000")
+def test_rm_f_of_a_running_container_and_its_anonymous_volume(image):
+    cid = ok(image, "run", "-d", "--name", "doomed", "-v", "/scratch", "IMAGE",
+             "sleep", "1000").strip()
+    anon = f"{cid[:12]}-scratch"
+    assert anon in ok(image, "volume", "ls", "-q").split()
+    assert inspect(image, "doomed")["Mounts"][0]["Destination"] == "/scratch"
     out = p(image, "rm", "doomed")
     assert out.returncode == 125 and "it is running" in out.stderr
-    ok(image, "rm", "-f", "doomed")
+    ok(image, "rm", "-f", "-v", "doomed")
     assert "doomed" not in ok(image, "ps", "-a")
+    assert anon not in ok(image, "volume", "ls", "-q").split()
 
 
 def test_restart_policies(image):
@@ -213,3 +219,52 @@ def test_twenty_concurrent_run_d_then_rm_all(image):
     assert len(ids) >= 20
     ok(image, "rm", "-f", *ok(image, "ps", "-aq").split(), timeout=120)
     assert ok(image, "ps", "-aq") == ""
+
+
+def test_create_start_restart(image):
+    cid = ok(image, "create", "--name", "later", "IMAGE", "sh", "-c",
+             "echo run; sleep 1000").strip()
+    assert len(cid) == 64
+    assert inspect(image, "later")["State"]["Status"] == "created"
+    assert cid[:12] not in ok(image, "ps", "-q")
+    assert ok(image, "start", "later") == "later\n"
+    until(lambda: ok(image, "logs", "later") == "run\n")
+    first = inspect(image, "later")["State"]["Pid"]
+    ok(image, "exec", "later", "touch", "/kept")
+    assert ok(image, "restart", "-t", "1", "later") == "later\n"
+    doc = inspect(image, "later")
+    assert doc["State"]["Running"] and doc["State"]["Pid"] != first
+    until(lambda: ok(image, "logs", "later") == "run\nrun\n")
+    assert p(image, "exec", "later", "ls", "/kept").returncode == 0  # same upper layer
+    ok(image, "stop", "-t", "0", "later")
+    ok(image, "rm", "later")
+
+
+def test_published_port_survives_the_detach_and_dies_with_the_keeper(image, tmp_path):
+    import socket
+    import urllib.request
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    (tmp_path / "index.html").write_text("served detached\n")
+    cid = ok(image, "run", "-d", "--name", "pub", "-p", f"127.0.0.1:{port}:80",
+             "-v", f"{tmp_path}:/www:ro", "IMAGE", "httpd", "-f", "-p", "80", "-h", "/www").strip()
+
+    def fetch():
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read()
+        except OSError:
+            return None
+    assert until(fetch) == b"served detached\n"
+    assert f"127.0.0.1:{port}->80/tcp" in ok(image, "ps")
+    assert inspect(image, "pub")["NetworkSettings"]["Ports"] == {
+        "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+    ref, env = image
+    state = Path(env["PRUN_RUNROOT"]) / "c" / cid[:12]
+    slirp = int((state / "net" / "slirp4netns.pid").read_text())
+    keeper = json.loads((state / "state.json").read_text())["keeper_pid"]
+    os.kill(keeper, signal.SIGKILL)
+    until(lambda: not procs_of(slirp) or Path(f"/proc/{slirp}/stat").read_text().split()[2] == "Z")
+    assert fetch() is None
+    ok(image, "rm", "pub")

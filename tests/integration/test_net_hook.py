@@ -1,5 +1,5 @@
 """The network hook as the supervisor drives it (etc files, namespaces_ready,
-close) against an unshare -Urn namespace, and `prun port` reading its state."""
+container_created, close) against an unshare -Urn namespace, and `prun port` reading its state."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ def test_hook_publishes_ports_writes_etc_files_and_prun_port_lists_them(tmp_path
     assert files["/etc/hostname"] == "web1\n"
     with Namespace(SERVER) as ns:
         hook.namespaces_ready(ns.pid)
+        hook.container_created(ns.pid)
         slirp_pid = hook.slirp.pid
         try:
             wait_port("127.0.0.1", tcp)

@@ -165,3 +165,38 @@ def test_verify_tap_passes_after_start_and_names_what_is_wrong(tmp_path):
             assert time.perf_counter() - start < 0.1  # no pyroute2 on the good path
             with pytest.raises(ContainerError, match="tap0 has MTU 65520, expected 1500"):
                 netlink.verify_tap(ns.pid, opts.guest_ip, opts.gateway, 1500)
+
+
+CLIENT_SOURCES = textwrap.dedent("""
+    import socket, sys, time, urllib.request
+    from pathlib import Path
+    from netstack import slirp, slirp_api
+    from netstack.ports import parse_publish
+    from tests.support.netns import SERVER, Namespace, free_port, wait_port
+    port = free_port()
+    opts = slirp.SlirpOptions(cidr="10.0.3.0/24")
+    with Namespace(SERVER) as ns, slirp.start(opts, ns.pid, Path(sys.argv[1])) as h:
+        slirp_api.SlirpPorts(h.api_socket, opts.guest_ip).publish(
+            parse_publish(f"0.0.0.0:{port}:80"))
+        wait_port("127.0.0.1", port)
+        for source in ("10.0.2.77", "127.0.0.1"):
+            with socket.create_connection((source, port), timeout=5,
+                                          source_address=(source, 0)) as c:
+                c.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
+                print(c.makefile("rb").read().split(b"\\r\\n\\r\\n", 1)[1].decode())
+""")
+
+
+def test_remote_clients_keep_their_source_address(tmp_path):
+    # The issue: users see every client as 10.0.2.2. slirp4netns's hostfwd
+    # rewrites only loopback sources; a remote client keeps its address.
+    # An outer user+network namespace with only lo plays the host, with
+    # 10.0.2.77 on lo as the "remote" client's address (nothing can leave it);
+    # the container network moves to 10.0.3.0/24 so that address is outside.
+    with Namespace() as outer:
+        assert outer.run_inside(["ip", "link", "set", "lo", "up"]).returncode == 0
+        assert outer.run_inside(["ip", "addr", "add", "10.0.2.77/32", "dev", "lo"]).returncode == 0
+        out = outer.run_inside([sys.executable, "-c", CLIENT_SOURCES, str(tmp_path / "net")],
+                               env={**os.environ, "PYTHONPATH": os.getcwd()})
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines() == ["inside 10.0.2.77", "inside 10.0.3.2"]

@@ -99,3 +99,14 @@ def test_parse_since_forms():
     assert logs.parse_since("2023-11-14T22:13:20Z", now) == "2023-11-14T22:13:20.000000000Z"
     with pytest.raises(UsageError, match="--since 'yesterday'"):
         logs.parse_since("yesterday", now)
+
+
+def test_follow_from_read_to_loses_nothing_written_in_between(tmp_path):
+    path = tmp_path / "ctr.log"
+    w = logs.LogWriter(str(path))
+    w.write("stdout", b"a\nb\n")
+    got, end = logs.read_to(str(path), tail=1)
+    w.write("stdout", b"c\n")  # after the read, before following starts
+    w.close()
+    assert [e.text for e in got] == ["b\n"]
+    assert [e.text for e in logs.follow(str(path), lambda: True, poll=0.01, start=end)] == ["c\n"]

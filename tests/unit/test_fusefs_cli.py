@@ -48,3 +48,8 @@ def test_usage_errors(argv, text):
 def test_usage_error_exits_2(capsys):
     assert main(["-o", "upperdir=u", "m"]) == 2
     assert "lowerdir" in capsys.readouterr().err
+
+
+def test_threads_option():
+    spec, _, notes = parse(["-o", "lowerdir=a,threads=3", "m"])
+    assert spec.threads == 3 and notes == []

@@ -99,3 +99,25 @@ def test_hosts_file():
 def test_bad_add_host(spec):
     with pytest.raises(UsageError, match=f"add host {spec!r}"):
         resolv.parse_add_host(spec)
+
+
+def test_pasta_argv_forwards_exactly_the_planned_ports():
+    from netstack import pasta
+    from netstack.ports import PortMapping
+
+    maps = [PortMapping("127.0.0.1", 8080, 80), PortMapping("::1", 8443, 443),
+            PortMapping("0.0.0.0", 5353, 53, "udp")]
+    assert pasta.argv("pasta", maps, 42, Path("/r/pasta.pid")) == [
+        "pasta", "--config-net", "--quiet", "--pid", "/r/pasta.pid",
+        "-t", "127.0.0.1/8080:80", "-t", "::1/8443:443", "-u", "5353:53",
+        "-T", "none", "-U", "none", "42"]
+    assert pasta.argv("pasta", [], 7, Path("p"))[5:] == ["-t", "none", "-u", "none", "-T", "none",
+                                                        "-U", "none", "7"]
+
+
+def test_default_gateway_from_proc_net_route():
+    text = ("Iface\tDestination\tGateway \tFlags\n"
+            "eth0\t0002000A\t00000000\t0001\n"
+            "eth0\t00000000\t0202000A\t0003\n")
+    assert resolv.default_gateway(text) == "10.0.2.2"
+    assert resolv.default_gateway(text.splitlines()[0]) is None
