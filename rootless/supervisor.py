@@ -21,7 +21,9 @@ Rules:
   holds them while it lives; ``close`` is not called (the keeper owns the
   container now).
 - Every exit path kills the helper (it takes its children along through
-  PR_SET_PDEATHSIG) and removes what ``--rm`` asked to remove.
+  PR_SET_PDEATHSIG) and removes what ``--rm`` asked to remove; without
+  ``--rm`` a container that ran is recorded in the store as exited
+  (rootless.containers.foreground), with the hooks' ``oom_killed``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pathlib import Path
 
 from rootless import idmap, timing
 from rootless import protocol as P
+from rootless.containers.logs import timestamp
 from rootless.errors import (CommandCannotRun, CommandNotFound, ConflictError, ContainerError,
                              PrunError)
 from rootless.helper_client import Helper, HelperDied, take
@@ -55,6 +58,10 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signa
 
 class RunHooks:
     """Extension points of a run (see the module rules); the defaults do nothing."""
+
+    # set by ``close`` when the OOM killer struck the container (hooks that
+    # do not derive from RunHooks, like the network's, need not have it)
+    oom_killed = False
 
     def etc_files(self, files: dict[str, str]) -> None:
         """Edit the generated /etc files' contents (key: container path)."""
@@ -222,6 +229,7 @@ def run(req: RunRequest, existing: str | None = None) -> int:
     hooks: list[RunHooks] = []
     name_link = None
     detached = False
+    code = None   # the exit code of a foreground container that ran
     try:
         if req.name and not existing:
             name_link = _claim_name(paths, req.name, cid)
@@ -259,7 +267,9 @@ def run(req: RunRequest, existing: str | None = None) -> int:
             if not existing:
                 print(cid, flush=True)
             return 0
-        return _drive(Conversation(helper), spec, req, hooks)
+        started_at = timestamp()
+        code = _drive(Conversation(helper), spec, req, hooks)
+        return code
     finally:
         # -d: the keeper (the helper) now owns the helper, rdir and the hooks.
         if not detached:
@@ -272,6 +282,10 @@ def run(req: RunRequest, existing: str | None = None) -> int:
                 shutil.rmtree(cdir, ignore_errors=True)
                 if name_link is not None:
                     name_link.unlink(missing_ok=True)
+            elif code is not None:
+                from rootless.containers import foreground
+                foreground.record(paths, cid, req, spec["process"]["args"], code, started_at,
+                                  any(getattr(hook, "oom_killed", False) for hook in hooks))
         timing.mark("cleanup")
 
 

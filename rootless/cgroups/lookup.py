@@ -11,6 +11,8 @@ Rules:
   exited: its runtime dir outlives it) means "not running".
 - Not running, or running without a cgroup, is a NotFoundError / a
   ContainerError saying which, with a hint.
+- ``frozen`` (inspect's State.Paused) reads cgroup.events of the recorded
+  cgroup; no record or no cgroup: not paused.
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ def record(paths: Paths, cid: str, cgroup: str) -> None:
     target = record_path(paths, cid)
     if target.parent.is_dir():
         target.write_text(cgroup)
+
+
+def frozen(paths: Paths, cid: str, fs: Hierarchy | None = None) -> bool:
+    """Whether the recorded cgroup of container ``cid`` is frozen (prun pause)."""
+    try:
+        path = record_path(paths, cid).read_text().strip()
+    except FileNotFoundError:
+        return False
+    return (fs or Hierarchy()).frozen(path)
 
 
 def find(ref: str, paths: Paths | None = None, fs: Hierarchy | None = None) -> tuple[str, str]:

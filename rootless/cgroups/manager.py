@@ -18,10 +18,8 @@ Rules:
   container's init; limits are unit properties. cgroupfs: ``<own cgroup>/
   prun-<id>``; the processes already in our cgroup move into ``init/``
   first (no internal processes), then controllers are enabled.
-- OOM kills: systemd removes an emptied scope's cgroup right after the last
-  process exits, usually before we could read its memory.events; then the
-  parent's hierarchical memory.events, read at start and at exit, tells
-  (a sibling OOM-killed in the same window would be counted too).
+- OOM kills are counted by rootless.cgroups.events (the scope's
+  memory.events, or the parent's since the start once systemd removed it).
 """
 
 from __future__ import annotations
@@ -32,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from rootless.cgroups import systemd
+from rootless.cgroups.events import OomWatch
 from rootless.cgroups.limits import Limits, v2_files
 from rootless.cgroups.v2 import Hierarchy, Stats, own_cgroup
 from rootless.errors import ContainerError, HostSetupError, UsageError
@@ -188,23 +187,15 @@ class ContainerCgroup:
         self.unit = unit
         self.bus = bus
         self.oom_kills = 0
-        self.parent = path.rsplit("/", 1)[0] or "/"
-        self._parent_base = self._parent_kills()
+        self._oom = OomWatch(path, str(fs.root))
 
     def stats(self) -> Stats:
         return self.fs.stats(self.path)
 
-    def _parent_kills(self) -> int | None:
-        return self.fs.stats(self.parent).oom_kills
-
     def note_oom(self) -> None:
-        """Count OOM kills: from our memory.events while the cgroup exists, else
-        from the parent's (hierarchical) count since we started."""
-        kills = self.fs.stats(self.path).oom_kills
-        if kills is None:
-            now = self._parent_kills()
-            if now is not None and self._parent_base is not None:
-                kills = now - self._parent_base
+        """Count OOM kills (rootless.cgroups.events: from our memory.events
+        while the cgroup exists, else the parent's since we started)."""
+        kills = self._oom.kills()
         if kills is not None:
             self.oom_kills = max(self.oom_kills, kills)
 

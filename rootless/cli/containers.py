@@ -222,12 +222,14 @@ def inspect(fmt: str | None, containers: tuple[str, ...]) -> int:
     Example:
       prun inspect -f '{{.State.ExitCode}}' job
     """
+    from rootless.cgroups.lookup import frozen
     from rootless.containers import lifecycle, views
     store = _store()
     out: list[dict] = []
 
     def one(name: str) -> None:
-        out.append(views.inspect(lifecycle.refresh(store, store.resolve(name))))
+        c = lifecycle.refresh(store, store.resolve(name))
+        out.append(views.inspect(c, paused=frozen(store.paths, c.id)))
     code = _each(containers, one)
     if fmt:
         for doc in out:

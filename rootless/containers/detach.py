@@ -178,13 +178,16 @@ def mounts_view(cid: str, volumes: list[str], store: Store) -> list[dict]:
 
 
 def keeper_spec(store: Store, c: Container) -> dict:
+    from rootless.cgroups.lookup import record_path
     rundir = store.run_dir(c.id)
     rundir.mkdir(parents=True, mode=0o700, exist_ok=True)
     return {"rundir": str(rundir), "log_path": str(store.log_path(c.id)),
             "restart": c.config["restart"], "log_max_size": c.config["log_max_size"],
             "log_max_files": c.config["log_max_files"],
             "stop_timeout": float(c.config["stop_timeout"]),
-            "stop_signal": int(signal.SIGTERM)}
+            "stop_signal": int(signal.SIGTERM),
+            # where the cgroup hook records the container's cgroup (its OOM kills)
+            "cgroup_record": str(record_path(store.paths, c.id))}
 
 
 def handed_over(store: Store, c: Container, keeper_pid: int) -> Container:

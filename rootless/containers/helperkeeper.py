@@ -133,6 +133,8 @@ def keep(sock: socket.socket, spec: dict, fuse_pid: int, init) -> int:
     # never inherited by a restarted container.
     for fd in held:
         os.set_inheritable(fd, False)
+    # Before C may exec: the keeper's OOM watch takes its baseline now.
+    keeper = Keeper(spec["detach"], work)
     os.write(cgo_w, b"g")
     os.close(cready_r)
     os.close(cgo_w)
@@ -145,4 +147,4 @@ def keep(sock: socket.socket, spec: dict, fuse_pid: int, init) -> int:
         else:
             P.send(sock, P.Failed(error, None, 125))
         sock.close()
-    return Keeper(spec["detach"], work).serve(ready)
+    return keeper.serve(ready)

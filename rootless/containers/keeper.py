@@ -7,8 +7,9 @@ restart policy and records the outcome.
 Rules:
 - Lean on purpose (it lives as long as the container, and its memory is the
   idle cost of a container): a sync epoll loop, no threads, imports limited
-  to os, signal, socket, select, marshal, time, ctypes and the C ``_json``
-  encoder. No trio, click, sqlite, json, dataclasses or typing.
+  to os, signal, socket, select, marshal, time, ctypes, the C ``_json``
+  encoder and errno (rootless.cgroups.events). No trio, click, sqlite,
+  json, dataclasses or typing.
 - It never touches the database: it writes ``state.json`` in the container's
   runtime dir (temp + rename) at every transition; the CLI folds that into
   the store. A keeper killed with SIGKILL leaves a stale ``running`` state
@@ -23,6 +24,11 @@ Rules:
   (``fd_ready`` adapts a pipe: b"1" or b"E <message>\\n").
 - A workload has ``start() -> (pid, stdout_fd, stderr_fd)`` and
   ``cleanup()`` (after the last exit: unmount, stop helpers).
+- OOM kills: with ``cgroup_record`` (the file where the run's cgroup hook
+  wrote the container's cgroup path) the Keeper, made before the first
+  run's process may exec, watches that cgroup, and the first run's exit
+  records ``oom_killed`` from its memory.events (rootless.cgroups.events);
+  restarted runs are not in that cgroup.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import time
 
 from _json import encode_basestring
 
+from rootless.cgroups.events import OomWatch
 from rootless.containers import policy
 from rootless.containers.control import SOCKET_NAME, read_all
 from rootless.containers.logs import LogWriter, timestamp
@@ -46,13 +53,14 @@ PR_SET_CHILD_SUBREAPER = 36
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # spec keys and defaults: what a launcher passes to Keeper
 SPEC_DEFAULTS = {"log_max_size": 0, "log_max_files": 1, "restart": "no",
-                 "stop_signal": int(signal.SIGTERM), "stop_timeout": 10.0}
+                 "stop_signal": int(signal.SIGTERM), "stop_timeout": 10.0,
+                 "cgroup_record": "", "cgroup_root": "/sys/fs/cgroup"}
 
 
 def new_state() -> dict:
     return {"status": policy.CREATED, "pid": 0, "keeper_pid": os.getpid(), "exit_code": 0,
             "started_at": "", "finished_at": "", "restart_count": 0,
-            "manually_stopped": False, "error": ""}
+            "manually_stopped": False, "error": "", "oom_killed": False}
 
 
 def _encode(value) -> str:
@@ -99,6 +107,9 @@ class Keeper:
         self.run_started = 0.0
         self.delay = 0.0
         self.finished = False
+        # made before the first run's process may exec: its baseline counts
+        self.oom: OomWatch | None = _oom_watch(self.spec["cgroup_record"],
+                                               self.spec["cgroup_root"])
 
     # ------------------------------------------------------------ lifecycle
 
@@ -144,7 +155,7 @@ class Keeper:
             self._watch(fd, self._read)
         self.run_started = self.clock()
         self.state.update(status=policy.RUNNING, pid=pid, started_at=timestamp(),
-                          finished_at="")
+                          finished_at="", oom_killed=False)
         write_state(self.rundir, self.state)
 
     def _exited(self, code: int) -> None:
@@ -152,6 +163,9 @@ class Keeper:
         self.log.flush()
         s = self.state
         s.update(exit_code=code, finished_at=timestamp(), pid=0)
+        if self.oom is not None:
+            s["oom_killed"] = bool(self.oom.kills())
+            self.oom = None
         self.timers = []
         if policy.decide_restart(self.policy, code, s["restart_count"], s["manually_stopped"]):
             self.delay = policy.backoff(self.delay, self.clock() - self.run_started)
@@ -308,6 +322,17 @@ class Keeper:
             conn.close()  # the client went away (ctrl-c on `prun wait`): nobody to tell
             return
         conn.close()
+
+
+def _oom_watch(record: str, root: str) -> OomWatch | None:
+    """Watch the cgroup named in ``record`` (under ``root``); None without one."""
+    if not record:
+        return None
+    try:
+        with open(record) as f:
+            return OomWatch(f.read().strip(), root)
+    except FileNotFoundError:
+        return None  # the container runs without a cgroup (none possible, or disabled)
 
 
 def set_subreaper() -> None:

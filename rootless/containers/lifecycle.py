@@ -56,7 +56,7 @@ def refresh(store: Store, c: Container) -> Container:
 
 def fold(store: Store, c: Container, st: dict) -> None:
     changes = {k: st[k] for k in ("status", "pid", "exit_code", "started_at",
-                                  "finished_at", "restart_count", "error")
+                                  "finished_at", "restart_count", "error", "oom_killed")
                if getattr(c, k) != st[k]}
     if changes:
         store.update(c, **changes)

@@ -59,6 +59,8 @@ db.MIGRATIONS.setdefault("containers", [
         labels TEXT NOT NULL DEFAULT '{}'
     );
     """,
+    # 1 when the memory limit's OOM killer struck during the last run
+    "ALTER TABLE containers ADD COLUMN oom_killed INTEGER NOT NULL DEFAULT 0;",
 ])
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -68,7 +70,7 @@ _NOUN = ("ant", "bee", "cat", "dog", "elk", "fox", "gnu", "hen", "ibis", "jay", 
          "lynx", "mole", "newt", "owl", "pika", "yak")
 COLUMNS = ("id", "name", "image", "image_id", "command", "created", "status", "exit_code",
            "pid", "keeper_pid", "keeper_start", "started_at", "finished_at", "restart_count",
-           "error", "config")
+           "error", "config", "oom_killed")
 
 
 @dataclass
@@ -89,6 +91,7 @@ class Container:
     restart_count: int = 0
     error: str = ""
     config: dict = field(default_factory=dict)
+    oom_killed: bool = False
 
     @property
     def short_id(self) -> str:
@@ -215,6 +218,7 @@ class Store:
         d = {k: row[k] for k in COLUMNS}
         d["command"] = json.loads(d["command"])
         d["config"] = json.loads(d["config"])
+        d["oom_killed"] = bool(d["oom_killed"])
         return Container(**d)
 
     # ---------------------------------------------------------- volumes

@@ -104,7 +104,8 @@ def ps_row(c: Container, now: float | None = None) -> dict:
             "Restarts": c.restart_count}
 
 
-def inspect(c: Container, mounts: list[dict] | None = None) -> dict:
+def inspect(c: Container, mounts: list[dict] | None = None, paused: bool = False) -> dict:
+    """``paused``: the container's cgroup is frozen (prun pause)."""
     cfg = c.config
     running = c.status == policy.RUNNING
     ports: dict[str, list[dict] | None] = {}
@@ -121,8 +122,8 @@ def inspect(c: Container, mounts: list[dict] | None = None) -> dict:
         "Path": c.command[0] if c.command else "",
         "Args": c.command[1:],
         "State": {
-            "Status": c.status, "Running": running, "Paused": False,
-            "Restarting": c.status == policy.RESTARTING, "OOMKilled": False,
+            "Status": c.status, "Running": running, "Paused": running and paused,
+            "Restarting": c.status == policy.RESTARTING, "OOMKilled": bool(c.oom_killed),
             "Dead": c.status == policy.DEAD, "Pid": c.pid if running else 0,
             "ExitCode": c.exit_code, "Error": c.error,
             "StartedAt": c.started_at or ZERO_TIME, "FinishedAt": c.finished_at or ZERO_TIME,

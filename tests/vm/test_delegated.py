@@ -18,6 +18,7 @@ from tests.vm.cgroup_helpers import contain
 
 pytestmark = pytest.mark.vm
 PY = [sys.executable, "-S", "-c"]
+ALLOC = "x=$(head -c 200m /dev/zero | tr '\\0' a); echo survived"   # sh gets OOM-killed
 
 
 def wait_gone(fs, path, timeout=10):
@@ -121,10 +122,39 @@ def scopes():
 
 
 def test_prun_run_memory_limit_exits_137_and_leaves_no_scope(bb):
-    out = prun("run", "--rm", "--memory", "64m", "--rootfs", bb,
-               "sh", "-c", "x=$(head -c 200m /dev/zero | tr '\\0' a); echo survived")
+    out = prun("run", "--rm", "--memory", "64m", "--rootfs", bb, "sh", "-c", ALLOC)
     assert out.returncode == 137, out.stderr
     assert scopes() == []
+
+
+def inspect(name):
+    import json
+
+    out = prun("inspect", name)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)[0]["State"]
+
+
+def test_inspect_shows_oom_killed_foreground_and_detached(bb):
+    out = prun("run", "--name", "oomfg", "--memory", "64m", "--rootfs", bb, "sh", "-c", ALLOC)
+    assert out.returncode == 137, out.stderr
+    out = prun("run", "-d", "--name", "oomd", "--memory", "64m", "--rootfs", bb,
+               "sh", "-c", ALLOC)
+    assert out.returncode == 0, out.stderr
+    out = prun("run", "--name", "calm", "--memory", "64m", "--rootfs", bb, "true")
+    assert out.returncode == 0, out.stderr
+    try:
+        waited = prun("wait", "oomd")
+        assert waited.stdout == "137\n", waited
+        for name in ("oomfg", "oomd"):
+            state = inspect(name)
+            assert (state["Status"], state["ExitCode"], state["OOMKilled"]) == \
+                ("exited", 137, True), (name, state)
+        state = inspect("calm")
+        assert (state["ExitCode"], state["OOMKilled"]) == (0, False), state
+    finally:
+        rm = prun("rm", "-f", "oomfg", "oomd", "calm")
+    assert rm.returncode == 0, rm.stderr
 
 
 def test_prun_run_pids_limit(bb):
@@ -161,8 +191,10 @@ def test_detached_container_stats_pause_update_and_rm(bb):
         assert mine == init, out.stdout
         table = prun("stats", "--no-stream").stdout
         assert row["id"][:12] in table and "64.0MiB" in table
+        assert inspect("busy")["Paused"] is False
         assert prun("pause", "busy").returncode == 0
         assert "frozen 1" in open(events).read()
+        assert inspect("busy")["Paused"] is True
         (paused,) = json.loads(prun("stats", "--no-stream", "--format", "json", "busy").stdout)
         assert paused["cpu_percent"] < 5
         assert prun("unpause", "busy").returncode == 0
