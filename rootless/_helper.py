@@ -118,7 +118,7 @@ def _fail(sock: socket.socket, message: str, code: int = 125, hint: str | None =
 def container(sock: socket.socket, spec: dict, ready_w: int, go_r: int) -> None:
     # Everything this init needs from the host (modules, libseccomp) is
     # loaded before pivot_root makes the host's files unreachable.
-    from rootless.ns import apply, caps, users
+    from rootless.ns import apply, privdrop, users
     from rootless.ns.seccomp import Filter
 
     proc = spec["process"]
@@ -200,27 +200,14 @@ def container(sock: socket.socket, spec: dict, ready_w: int, go_r: int) -> None:
                 os.dup2(slave, fd)
             if slave > 2:
                 os.close(slave)
-        step = "drop capabilities"
-        caps.drop_bounding(proc["caps"], nsys)
-        if sfilter is not None:
-            step = "load the seccomp profile"
-            sfilter.load()
-        step = "switch to user " + (proc["user"] or "root")
-        if not spec["single_map"]:
-            os.setgroups(ident.groups)
-        os.setresgid(ident.gid, ident.gid, ident.gid)
-        os.setresuid(ident.uid, ident.uid, ident.uid)
-        step = "set capabilities"
-        caps.set_process_caps(proc["caps"], ident.uid == 0, nsys)
-        if proc["no_new_privs"]:
-            nsys.prctl(nsys.PR_SET_NO_NEW_PRIVS, 1)
+        privdrop.drop(proc, proc["user"], ident, spec["single_map"], sfilter, nsys)
         nsys.prctl(nsys.PR_SET_PDEATHSIG, signal.SIGKILL)
+    except privdrop.DropFailed as exc:
+        hint = ("that id is not mapped into the container: add a range for you to "
+                "/etc/subuid and /etc/subgid, or see --userns/--uidmap") if exc.unmapped_id else None
+        _fail(sock, str(exc), hint=hint)
     except OSError as exc:
-        hint = None
-        if step.startswith("switch to user") and exc.errno == 22:
-            hint = ("that id is not mapped into the container: add a range for you to "
-                    "/etc/subuid and /etc/subgid, or see --userns/--uidmap")
-        _fail(sock, f"{step}: {exc.strerror or exc}", hint=hint)
+        _fail(sock, f"{step}: {exc.strerror or exc}")
     timing("exec")
     args = proc["args"]
     try:

@@ -68,7 +68,7 @@ def join(pid: int) -> int:
 
 def become(req: dict, sfilter) -> None:
     """In the child: switch to the container's identity and exec."""
-    from rootless.ns import caps, users
+    from rootless.ns import privdrop, users
 
     proc = req["process"]
     step = "look up the user " + (req["user"] or "root")
@@ -76,21 +76,8 @@ def become(req: dict, sfilter) -> None:
         ident = users.resolve(req["user"], proc["group_add"] if not req["user_given"] else [])
         step = "change to the working directory " + req["cwd"]
         os.chdir(req["cwd"])
-        step = "drop capabilities"
-        caps.drop_bounding(proc["caps"], nsys)
-        if sfilter is not None:
-            step = "load the seccomp profile"
-            sfilter.load()
-        step = "switch to user " + (req["user"] or "root")
-        if not req["single_map"]:
-            os.setgroups(ident.groups)
-        os.setresgid(ident.gid, ident.gid, ident.gid)
-        os.setresuid(ident.uid, ident.uid, ident.uid)
-        step = "set capabilities"
-        caps.set_process_caps(proc["caps"], ident.uid == 0, nsys)
-        if proc["no_new_privs"]:
-            nsys.prctl(nsys.PR_SET_NO_NEW_PRIVS, 1)
-    except users.UserError as exc:
+        privdrop.drop(proc, req["user"], ident, req["single_map"], sfilter, nsys)
+    except (users.UserError, privdrop.DropFailed) as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"{step}: {exc.strerror or exc}")
@@ -118,7 +105,7 @@ def main() -> None:
     if req["process"]["seccomp"] is not None:
         from rootless.ns.seccomp import Filter
         sfilter = Filter(req["process"]["seccomp"])
-    from rootless.ns import caps, users  # noqa: F401 -- loaded while host files are reachable
+    from rootless.ns import privdrop, users  # noqa: F401 -- loaded while host files are reachable
     nsys.prctl(nsys.PR_SET_PDEATHSIG, signal.SIGKILL)
     root = join(req["pid"])
     # The container's root as its init sees it (after its pivot_root).

@@ -274,7 +274,10 @@ def test_sigkill_leaves_a_consistent_upper_and_a_cleanable_mount(tmp_path):
     res = in_userns(tmp_path, [low], """
         ( for f in $M/many/*; do echo tail >> $f; done ) 2>/dev/null &
         sleep 0.3
-        kill -9 $(pgrep -u "$(id -u)" -f "prun-overlayfs .*$M\\$")
+        pid=$(pgrep -u "$(id -u)" -f "prun-overlayfs .*$M\\$")
+        kill -9 $pid
+        # kill returns before the server is gone; its /dev/fuse fd closes on exit.
+        while [ -e /proc/$pid ]; do sleep 0.01; done
         wait || true
         ls $M 2>&1 | grep -c 'not connected' || true
         umount $M && echo unmounted
