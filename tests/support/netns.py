@@ -11,6 +11,7 @@ port 53 inside, the container side of the port tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -53,11 +54,9 @@ class Namespace:
         mine = os.readlink("/proc/self/ns/net")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(OSError):  # the process may not exist yet
                 if os.readlink(f"/proc/{self.pid}/ns/net") != mine:
                     return
-            except OSError:
-                pass
             time.sleep(0.005)
         raise RuntimeError(f"unshare -Urn (pid {self.pid}) did not unshare in {timeout} s")
 
