@@ -1,4 +1,4 @@
-"""The two syscalls Python's os module lacks: renameat2 and fallocate(mode).
+"""What Python's os module lacks: renameat2, fallocate(mode), umount2, free.
 
 Rules: thin ctypes wrappers raising OSError with errno, nothing else.
 """
@@ -13,10 +13,14 @@ _AT_FDCWD = -100
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
+MNT_DETACH = 2
 
 _libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
                             ctypes.c_uint]
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.free.argtypes = [ctypes.c_void_p]
+_libc.free.restype = None
 
 
 def _check(res: int, what: str) -> None:
@@ -32,3 +36,12 @@ def renameat2(old: str, new: str, flags: int) -> None:
 
 def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
     _check(_libc.fallocate(fd, mode, offset, length), "fallocate")
+
+
+def umount2(target: str, flags: int) -> None:
+    _check(_libc.umount2(os.fsencode(target), flags), "umount2")
+
+
+def free(ptr: int | None) -> None:
+    """free(3) memory a C library allocated for us (None is a no-op)."""
+    _libc.free(ptr)

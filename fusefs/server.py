@@ -3,7 +3,7 @@
 The container runtime calls ``serve(spec, ready_fd)`` in a freshly forked,
 single-threaded process inside the container's user+mount namespace, as
 uid 0 there (mount(2) of fuse works directly in a user namespace since
-Linux 4.18; elsewhere libfuse2 falls back to fusermount). ``prun-overlayfs``
+Linux 4.18; elsewhere libfuse3 falls back to fusermount3). ``prun-overlayfs``
 (fusefs.__main__) calls it too.
 
 Rules:
@@ -12,8 +12,9 @@ Rules:
   (nothing is mounted then, and serve raises FuseMountError).
 - The process umask is set to 0: the union core chooses on-disk modes.
 - Kernel caching is on: entry/attr/negative-entry timeouts (``timeout``),
-  every file's page cache kept across opens, big_writes and the largest
-  max_read/max_write libfuse2 allows. That is valid because the union
+  every file's page cache and every directory listing kept across opens,
+  symlink targets cached, 1 MiB writes (libfuse3's maximum). That is
+  valid because the union
   changes only through the mount while it is served: nothing may write into
   the upper dir or the layers behind its back. ``fuse_options`` is the pure
   planner of libfuse's mount and low-level options.
@@ -32,8 +33,6 @@ from pathlib import Path
 
 from rootless.errors import PrunError
 
-# libfuse2 caps max_write at 32 pages; the kernel reads in the same units.
-MAX_IO = 128 * 1024
 # Nothing changes behind the kernel's back (see the rules), so, as in
 # fuse-overlayfs, entries and attributes are cached for the mount's lifetime.
 DEFAULT_TIMEOUT = 1_000_000.0
@@ -80,8 +79,7 @@ def fuse_options(spec: MountSpec, euid: int) -> list[str]:
     """The libfuse -o options for ``spec`` (mount, library and kernel ones)."""
     root = euid == 0
     opts = [f"fsname={spec.fsname}", "subtype=prun-overlayfs", "default_permissions",
-            "nonempty", "noatime", "big_writes", f"max_write={MAX_IO}",
-            f"max_read={MAX_IO}", f"max_readahead={MAX_IO}"]
+            "noatime"]
     if spec.allow_other if spec.allow_other is not None else root:
         opts.append("allow_other")
     if spec.suid if spec.suid is not None else root:
@@ -128,5 +126,5 @@ def serve(spec: MountSpec, ready_fd: int | None = None) -> None:
 def _hint(cause: str) -> str | None:
     if "fusermount" in cause or "Operation not permitted" in cause:
         return ("mount from inside a user namespace where you are root (unshare -rm), "
-                "or install fusermount (fuse3/fuse) and make /dev/fuse usable")
+                "or install fusermount3 (fuse3) and make /dev/fuse usable")
     return None

@@ -26,6 +26,7 @@ import signal
 import socket
 import sys
 
+from fusefs import LIBFUSE
 from rootless import protocol as P
 
 _prestarted: Helper | None = None
@@ -46,7 +47,7 @@ class Helper:
         site = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
         env = {k: v for k, v in os.environ.items() if k.startswith(("PRUN_", "LANG", "LC_"))}
         env["PYTHONPATH"] = os.pathsep.join([pkg, *site])
-        env["FUSE_LIBRARY_PATH"] = "libfuse.so.2"   # fusepy: skip find_library's ldconfig run
+        env["FUSE_LIBRARY_PATH"] = LIBFUSE   # fusepy: skip find_library's ldconfig run
         os.set_inheritable(theirs.fileno(), True)
         stdio = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDWR, 0),
                  (os.POSIX_SPAWN_DUP2, 0, 1), (os.POSIX_SPAWN_DUP2, 0, 2)] if detach else []

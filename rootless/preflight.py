@@ -273,11 +273,11 @@ def check_dev_fuse(host: Host) -> Finding:
 
 
 def check_libfuse(host: Host) -> Finding:
-    lib = host.load_library("fuse")
+    lib = host.load_library("fuse3")
     if not lib:
-        return Finding("libfuse2", MISSING, "libfuse.so.2 not found or not loadable",
-                       "sudo apt-get install libfuse2")
-    return Finding("libfuse2", OK, f"{lib} loads")
+        return Finding("libfuse3", MISSING, "libfuse3.so.3 not found or not loadable",
+                       "sudo apt-get install libfuse3-3")
+    return Finding("libfuse3", OK, f"{lib} loads")
 
 
 def check_slirp4netns(host: Host) -> Finding:

@@ -24,6 +24,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from fusefs import LIBFUSE
 from rootless.containers import control, keeper, policy
 from rootless.containers.store import Container, Store, alive, remove_tree
 from rootless.errors import ConflictError, ContainerError, PrunError
@@ -168,7 +169,7 @@ def exec_in(store: Store, c: Container, args: list[str], env: list[str], user: s
            "user": user if user is not None else proc["user"], "user_given": user is not None,
            "cwd": workdir or proc["cwd"], "single_map": spec["single_map"]}
     r, w = os.pipe()
-    env_vars = keeper_env({"FUSE_LIBRARY_PATH": "libfuse.so.2"})
+    env_vars = keeper_env({"FUSE_LIBRARY_PATH": LIBFUSE})
     site = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
     env_vars["PYTHONPATH"] = os.pathsep.join([env_vars["PYTHONPATH"], *site])
     with open(os.devnull, "rb") as null:

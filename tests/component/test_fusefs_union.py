@@ -232,6 +232,29 @@ def test_inode_numbers_unique_across_layers(stack):
     assert {ino for _, _, ino in fs.readdir("/")} == {fs.getattr(p).ino for p in paths[:4]}
 
 
+def test_listing_attributes_equal_what_lookups_serve(stack, tmp_path):
+    # The mount answers READDIRPLUS from readdir_attrs and LOOKUP from
+    # getattr; the kernel caches whichever came first, so they must agree.
+    fs = stack({"d": {"own": "x"}, "f": "1", "ln": ("link", "f"), "gone": "",
+                ".wh.hidden": ""},
+               {"d": {"low": "y"}, "hidden": "h", "opq": {"under": ""}})
+    os.link(tmp_path / "l0/f", tmp_path / "l0/f2")
+    meta.write(str(tmp_path / "l0/f2"), meta.Meta(7, 8, 0o4755, None, 0))
+    write(fs, "/d/low", b"copied up")
+    fs.unlink("/gone")
+    fs.unlink("/opq/under")
+    fs.mkdir("/new", 0o700, 0, 0)
+    for path in ("/", "/d", "/opq", "/new"):
+        listed = fs.readdir_attrs(path)
+        assert listed == [(name, fs.getattr(f"{path.rstrip('/')}/{name}")) for name, _ in listed]
+    names = dict(fs.readdir_attrs("/"))
+    assert sorted(names) == ["d", "f", "f2", "ln", "new", "opq"]
+    assert names["d"].nlink == 1                      # merged from two layers
+    assert names["f"].ino == names["f2"].ino and names["f2"].nlink == 2
+    assert (names["f2"].uid, names["f2"].gid, names["f2"].mode) == (7, 8, stat.S_IFREG | 0o4755)
+    assert stat.S_ISLNK(names["ln"].mode)
+
+
 # ---- special files, metadata, names, xattrs --------------------------------------
 
 def test_device_from_layer_metadata_is_served_with_type_and_rdev(stack, tmp_path):

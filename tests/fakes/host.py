@@ -29,7 +29,7 @@ class FakeHost:
                       "/run/user/1000": stat.S_IFDIR | 0o700,
                       "/run/user/1000/bus": stat.S_IFSOCK | 0o666,
                       **(modes or {})}
-        self.libraries = {"fuse"} if libraries is None else libraries
+        self.libraries = {"fuse3"} if libraries is None else libraries
         self.unshare_error = unshare_error
         self.env = {"PATH": "/usr/bin", "XDG_RUNTIME_DIR": "/run/user/1000",
                     "HOME": "/home/alice"} if env is None else env

@@ -139,6 +139,7 @@ def test_hard_links_and_inode_numbers_through_copy_up(tmp_path):
     os.link(low / "a", low / "x/b")
     res = in_userns(tmp_path, [low], """
         cd $M
+        ls -Rli . >/dev/null    # listings (READDIRPLUS) fill the kernel's attribute cache
         stat -c '%i %h' a x/b
         echo more >> x/b
         stat -c '%i %h' a x/b
@@ -225,12 +226,21 @@ out["fallocate"] = os.fstat(fd).st_size; os.close(fd)
 out["statfs"] = os.statvfs(m).f_namemax
 os.truncate(f"{m}/log", 3)
 out["truncate"] = open(f"{m}/log").read()
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+def renameat2(old, new, flags):
+    if libc.renameat2(-100, old.encode(), -100, new.encode(), flags):
+        raise OSError(ctypes.get_errno(), "renameat2")
+open(f"{m}/mine", "w").write("mine")
+out["exchange"] = [err(renameat2, f"{m}/mine", f"{m}/swap", 2),     # RENAME_EXCHANGE
+                   open(f"{m}/mine").read(), open(f"{m}/swap").read()]
+out["noreplace"] = err(renameat2, f"{m}/mine", f"{m}/swap", 1)      # RENAME_NOREPLACE
 print(json.dumps(out))
 """
 
 
 def test_file_api_semantics_with_python(tmp_path):
-    low = build_layer(tmp_path / "low", {"data": "hello world\n", "log": "one\n"})
+    low = build_layer(tmp_path / "low", {"data": "hello world\n", "log": "one\n", "swap": "low"})
     (tmp_path / "checks.py").write_text(PY_CHECKS)
     res = in_userns(tmp_path, [low], f'$PY {tmp_path / "checks.py"} $M')
     out = json.loads(res.stdout)
@@ -238,7 +248,8 @@ def test_file_api_semantics_with_python(tmp_path):
         "mmap": "HELLO world", "append": "one\ntwo\n", "excl": "EEXIST",
         "unlinked": ["still here", 10, False, "still"], "long": "ENAMETOOLONG", "mknod_chr": "EPERM",
         "fifo": True, "socket": [True, "x"], "xattr": ["v", ["user.note"]],
-        "trusted": "EPERM", "fallocate": 1 << 20, "statfs": 255, "truncate": "one"}
+        "trusted": "EPERM", "fallocate": 1 << 20, "statfs": 255, "truncate": "one",
+        "exchange": ["ok", "low", "mine"], "noreplace": "EEXIST"}
     assert (low / "data").read_text() == "hello world\n"
 
 

@@ -66,7 +66,7 @@ def test_missing_slirp4netns_and_libfuse():
     caps = preflight.probe(FakeHost(tools={"newuidmap", "newgidmap"}, libraries=set()))
     assert caps.get("slirp4netns").status == MISSING
     assert caps.get("slirp4netns").fix == "sudo apt-get install slirp4netns"
-    assert caps.get("libfuse2").fix == "sudo apt-get install libfuse2"
+    assert caps.get("libfuse3").fix == "sudo apt-get install libfuse3-3"
 
 
 def test_cgroup_v2_with_delegation_is_ok_and_hybrid_is_degraded():
@@ -104,5 +104,5 @@ def test_real_host_probe_runs(tmp_path):
     caps = preflight.probe(preflight.Host(env={**os.environ, "PRUN_ROOT": str(tmp_path)}))
     assert [f.name for f in caps.findings] == [
         "user namespaces", "/etc/subuid range", "/etc/subgid range", "newuidmap/newgidmap",
-        "/dev/fuse", "libfuse2", "slirp4netns", "/dev/net/tun", "cgroup v2 delegation",
+        "/dev/fuse", "libfuse3", "slirp4netns", "/dev/net/tun", "cgroup v2 delegation",
         "systemd user instance", "XDG_RUNTIME_DIR", "storage filesystem"]
