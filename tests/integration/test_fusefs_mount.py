@@ -153,6 +153,30 @@ def test_hard_links_and_inode_numbers_through_copy_up(tmp_path):
     assert lines[6] == "5"      # a and x/b share one inode; all others differ
 
 
+def test_big_directories_list_like_the_host(tmp_path):
+    # Listings carry attributes (READDIRPLUS) and span many kernel requests
+    # here; what find prints through the mount, twice, must be the layer's.
+    low = tmp_path / "low"
+    for d in range(3):
+        sub = low / f"d{d}"
+        sub.mkdir(parents=True)
+        for i in range(1500):
+            (sub / f"file-with-a-longish-name-{i:05}").write_text("x" * (i % 7))
+        os.symlink("file-with-a-longish-name-00001", sub / "link")
+        os.link(sub / "file-with-a-longish-name-00002", sub / "hard")
+    fmt = "'%p %s %m %y %n %l\\n'"
+    res = in_userns(tmp_path, [low], f"""
+        (cd $M && find . -mindepth 1 -printf {fmt} | sort)
+        echo ---
+        (cd $M && find . -mindepth 1 -printf {fmt} | sort)
+        echo ---
+        (cd {low} && find . -mindepth 1 -printf {fmt} | sort)
+    """)
+    first, second, host = res.stdout.split("---\n")
+    assert first.count("\n") == 3 * 1502 + 3
+    assert first == second == host
+
+
 def test_tar_extract_into_the_mount_matches_the_host(tmp_path):
     src = tmp_path / "src"
     for i in range(40):
