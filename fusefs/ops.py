@@ -250,26 +250,39 @@ class MountFailed(Exception):
 
 
 class _Nodes:
-    """Node id → the union paths the kernel knows it by (see module rules)."""
+    """Node id → the union paths the kernel knows it by (see module rules).
+
+    A node's paths are one str (the common case: one name, and a find over
+    a big tree keeps tens of thousands of nodes), a tuple when hard links
+    gave it several, () when its last name was removed while it is open.
+    """
 
     def __init__(self) -> None:
-        self.paths: dict[int, list[str]] = {_ROOT: ["/"]}
+        self.paths: dict[int, str | tuple[str, ...]] = {_ROOT: "/"}
         self.lookups: dict[int, int] = {}
         self.fds: dict[int, set[int]] = {}
         self.lock = threading.Lock()
 
-    def path(self, nid: int) -> str:
+    def first(self, nid: int) -> str | None:
         paths = self.paths.get(nid)
         if not paths:
+            return None
+        return paths if isinstance(paths, str) else paths[0]
+
+    def path(self, nid: int) -> str:
+        path = self.first(nid)
+        if path is None:
             raise OSError(errno.ENOENT, "no path left for this node")
-        return paths[0]
+        return path
 
     def remember(self, nid: int, path: str) -> None:
         with self.lock:
             self.lookups[nid] = self.lookups.get(nid, 0) + 1
-            paths = self.paths.setdefault(nid, [])
-            if path not in paths:
-                paths.append(path)
+            paths = self.paths.get(nid)
+            if not paths:
+                self.paths[nid] = path
+            elif paths != path and path not in _as_tuple(paths):
+                self.paths[nid] = (*_as_tuple(paths), path)
 
     def forget(self, nid: int, n: int) -> None:
         with self.lock:
@@ -283,20 +296,29 @@ class _Nodes:
     def drop(self, nid: int, path: str) -> None:
         with self.lock:
             paths = self.paths.get(nid)
-            if paths and path in paths:
-                paths.remove(path)
+            if paths:
+                left = tuple(p for p in _as_tuple(paths) if p != path)
+                self.paths[nid] = left[0] if len(left) == 1 else left
 
     def moved(self, old: str, new: str, *, exchanged: bool = False) -> None:
         """``old`` (and what is below it) is now ``new``; with ``exchanged``
         ``new`` is also now ``old``."""
         moves = [(old, new), (new, old)] if exchanged else [(old, new)]
+
+        def rename(p: str) -> str:
+            for src, dst in moves:
+                if p == src or p.startswith(src + "/"):
+                    return dst + p[len(src):]
+            return p
+
         with self.lock:
-            for paths in self.paths.values():
-                for i, p in enumerate(paths):
-                    for src, dst in moves:
-                        if p == src or p.startswith(src + "/"):
-                            paths[i] = dst + p[len(src):]
-                            break
+            for nid, paths in self.paths.items():
+                self.paths[nid] = rename(paths) if isinstance(paths, str) else \
+                    tuple(rename(p) for p in paths)
+
+
+def _as_tuple(paths: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (paths,) if isinstance(paths, str) else paths
 
 
 def _nid(ino: int) -> int:
@@ -359,9 +381,9 @@ class _Adapter:
             self._closed(nid, fi.contents.fh)
 
     def _attr(self, nid: int) -> Attr:
-        paths = self.nodes.paths.get(nid)
-        if paths:
-            return self.fs.getattr(paths[0])
+        path = self.nodes.first(nid)
+        if path is not None:
+            return self.fs.getattr(path)
         fds = self.nodes.fds.get(nid)
         if fds:
             return self.fs.fattr(next(iter(fds)))
@@ -416,7 +438,7 @@ class _Adapter:
 
     def op_setattr(self, req, nid, attr, to_set, fi):
         a = attr.contents
-        if fi and not self.nodes.paths.get(nid):
+        if fi and self.nodes.first(nid) is None:
             # An open-unlinked file: only what its fd can do.
             fd = fi.contents.fh
             if to_set & _SET_SIZE:
