@@ -344,8 +344,8 @@ class _Adapter:
     def __init__(self, fs: UnionFS, timeout: float) -> None:
         self.fs = fs
         self.timeout = timeout
-        self._valid, frac = divmod(timeout, 1)
-        self._valid, self._valid_ns = int(self._valid), int(frac * 1e9)
+        whole, frac = divmod(timeout, 1)
+        self._valid, self._valid_ns = int(whole), int(frac * 1e9)
         self.negative = _ENTRY.pack(0, 0, *(0,) * len(_ATTR_KEYS), 0.0, timeout)
         self.nodes = _Nodes()
         self.listings: dict[int, list[tuple[bytes, int, str, Attr]]] = {}
