@@ -348,7 +348,7 @@ class _Adapter:
         self._valid, self._valid_ns = int(whole), int(frac * 1e9)
         self.negative = _ENTRY.pack(0, 0, *(0,) * len(_ATTR_KEYS), 0.0, timeout)
         self.nodes = _Nodes()
-        self.listings: dict[int, list[tuple[bytes, int, str, Attr]]] = {}
+        self.listings: dict[int, list[tuple[bytes, str, Attr]]] = {}
         self._next_read: dict[int, int] = {}    # fd -> where a sequential read goes on
         self.ops = _LowLevelOps()
         self._keep = []
@@ -617,7 +617,7 @@ class _Adapter:
         records, sent = [], []
         used = 0
         for i in range(offset, len(listing)):
-            raw, kind, path, a = listing[i]
+            raw, path, a = listing[i]
             reclen = _ENTRY_OUT.size + ((_DIRENT.size + len(raw) + 7) & ~7)
             if used + reclen > size:
                 break
@@ -625,7 +625,7 @@ class _Adapter:
             node = 0 if not path else _nid(a.ino)
             records.append(_ENTRY_OUT.pack(node, 0, self._valid, self._valid, self._valid_ns,
                                            self._valid_ns, *_attr_out(a))
-                           + _DIRENT.pack(a.ino, i + 1, len(raw), kind >> 12) + raw
+                           + _DIRENT.pack(a.ino, i + 1, len(raw), stat.S_IFMT(a.mode) >> 12) + raw
                            + b"\0" * (reclen - _ENTRY_OUT.size - _DIRENT.size - len(raw)))
             if node:
                 sent.append((node, path))
@@ -639,13 +639,13 @@ class _Adapter:
             for node, _ in sent:
                 self.nodes.forget(node, 1)
 
-    def _listing(self, nid: int) -> list[tuple[bytes, int, str, Attr]]:
-        """(name, S_IFMT type, union path or "" for . and .., attributes)."""
+    def _listing(self, nid: int) -> list[tuple[bytes, str, Attr]]:
+        """(name, union path or "" for . and .., attributes)."""
         path = self.nodes.path(nid)
         here = self._attr(nid)
         up = here if path == "/" else self.fs.getattr(split(path)[0])
-        return [(b".", stat.S_IFDIR, "", here), (b"..", stat.S_IFDIR, "", up),
-                *((os.fsencode(name), stat.S_IFMT(a.mode), join(path, name), a)
+        return [(b".", "", here), (b"..", "", up),
+                *((os.fsencode(name), join(path, name), a)
                   for name, a in self.fs.readdir_attrs(path))]
 
     # ---- xattrs -----------------------------------------------------------------
