@@ -141,6 +141,23 @@ def read_origin(path: str | int) -> tuple[int, int] | None:
     return int(dev), int(ino)
 
 
+def read_upper(ref: str | int) -> tuple[Meta | None, tuple[int, int] | None]:
+    """Stored metadata and origin of an upper file (path or fd).
+
+    One listing first: most upper files carry neither xattr, and then that
+    listing is the only syscall instead of two failed reads.
+    """
+    try:
+        names = os.listxattr(ref) if isinstance(ref, int) else \
+            os.listxattr(ref, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EPERM):
+            return None, None
+        raise
+    return (read(ref) if XATTR in names else None,
+            read_origin(ref) if ORIGIN in names else None)
+
+
 def disk_xattr(name: str) -> str | None:
     """On-disk name for an xattr the container names; None when unsupported."""
     if name == _CAPABILITY:
