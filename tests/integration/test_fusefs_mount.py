@@ -250,6 +250,9 @@ out["fallocate"] = os.fstat(fd).st_size; os.close(fd)
 out["statfs"] = os.statvfs(m).f_namemax
 os.truncate(f"{m}/log", 3)
 out["truncate"] = open(f"{m}/log").read()
+fd = os.open(f"{m}/digits", os.O_WRONLY)   # part of an uncached page, write-only:
+os.pwrite(fd, b"X", 3); os.close(fd)       # the write-back cache reads the rest first
+out["wronly"] = open(f"{m}/digits").read()
 import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
 def renameat2(old, new, flags):
@@ -264,7 +267,8 @@ print(json.dumps(out))
 
 
 def test_file_api_semantics_with_python(tmp_path):
-    low = build_layer(tmp_path / "low", {"data": "hello world\n", "log": "one\n", "swap": "low"})
+    low = build_layer(tmp_path / "low", {"data": "hello world\n", "log": "one\n", "swap": "low",
+                                         "digits": "0123456789\n"})
     (tmp_path / "checks.py").write_text(PY_CHECKS)
     res = in_userns(tmp_path, [low], f'$PY {tmp_path / "checks.py"} $M')
     out = json.loads(res.stdout)
@@ -273,6 +277,7 @@ def test_file_api_semantics_with_python(tmp_path):
         "unlinked": ["still here", 10, False, "still"], "long": "ENAMETOOLONG", "mknod_chr": "EPERM",
         "fifo": True, "socket": [True, "x"], "xattr": ["v", ["user.note"]],
         "trusted": "EPERM", "fallocate": 1 << 20, "statfs": 255, "truncate": "one",
+        "wronly": "012X456789\n",
         "exchange": ["ok", "low", "mine"], "noreplace": "EEXIST"}
     assert (low / "data").read_text() == "hello world\n"
 
