@@ -10,9 +10,9 @@ Rules:
   ``ro``, ``timeout`` (kernel cache seconds) and ``debug`` have
   fuse-overlayfs' meaning; ``threads=N`` sets prun's serving threads. Mount flags the kernel applies elsewhere or that
   change nothing here (rw, dev, exec, noatime, context=…, fsync=…, …) are
-  accepted and ignored; ``uidmapping``/``gidmapping`` are refused (prun
-  serves ids as stored, see fusefs.meta); any other option is ignored with
-  a note on stderr, as fuse-overlayfs does.
+  accepted and ignored; ``uidmapping``/``gidmapping`` take
+  fuse-overlayfs' SERVED:STORED:COUNT triples (fusefs.idmapping); any other
+  option is ignored with a note on stderr, as fuse-overlayfs does.
 - Without ``-f`` the command returns only once the mount answers requests
   (the server keeps running in a new session with stdio on /dev/null, so a
   caller reading our output, like containers-storage, sees EOF at once);
@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import os
 import sys
+
+from fusefs.idmapping import IdMapping
 
 USAGE = "usage: prun-overlayfs [-f] [-d] -o lowerdir=A:B[,upperdir=U,workdir=W][,...] MOUNTPOINT"
 
@@ -92,9 +94,13 @@ def parse(argv: list[str]) -> tuple[object, bool, list[str]]:
     if "squash_to_root" in kv:
         kv.pop("squash_to_root")
         squash_uid = squash_gid = 0
+    mappings = {}
     for key in ("uidmapping", "gidmapping"):
         if key in kv:
-            raise Usage(f"-o {key} is not supported: prun serves the ids stored with each file")
+            try:
+                mappings[key] = list(IdMapping.parse(kv.pop(key) or "").ranges)
+            except ValueError as exc:
+                raise Usage(f"-o {key}: {exc}") from None
     try:
         timeout = float(kv.pop("timeout") or DEFAULT_TIMEOUT) if "timeout" in kv \
             else DEFAULT_TIMEOUT
@@ -120,6 +126,7 @@ def parse(argv: list[str]) -> tuple[object, bool, list[str]]:
         workdir=None if work is None or read_only else Path(os.path.abspath(work)),
         mountpoint=Path(os.path.abspath(positional[0])),
         squash_uid=squash_uid, squash_gid=squash_gid, suid=suid, timeout=timeout,
+        uid_mapping=mappings.get("uidmapping", []), gid_mapping=mappings.get("gidmapping", []),
         debug=debug, allow_other=allow_other,
         **({} if threads is None else {"threads": max(1, threads)}),
         extra=[e for e in extra if e != "allow_other"])

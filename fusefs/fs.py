@@ -1,7 +1,8 @@
 """UnionFS: the union (fusefs.union) plus every change a container can make.
 
 Each method is one filesystem operation as the kernel asks for it, with the
-caller's uid/gid where it creates something. The rules of fusefs.union
+caller's uid/gid where it creates something (ids as served: the id mappings
+turn them into the stored ones first). The rules of fusefs.union
 apply; the order of steps in each method is what keeps them crash-safe:
 - a whiteout for NAME is created while NAME still exists in the upper layer
   (it is dormant until the upper NAME goes), and removed only after a new
@@ -51,8 +52,17 @@ class UnionFS(Union):
         if any(layer for layer, _ in parent.dirs):
             whiteout.remove(updir, name)
 
+    def _stored_ids(self, uid: int, gid: int) -> tuple[int, int]:
+        """Ids the kernel gave (served; -1 = unchanged) as the union stores them."""
+        if uid >= 0 and self.uid_map is not None:
+            uid = self.uid_map.stored(uid)
+        if gid >= 0 and self.gid_map is not None:
+            gid = self.gid_map.stored(gid)
+        return uid, gid
+
     def _owner_meta(self, parent: Entry, uid: int, gid: int, perm: int,
                     is_dir: bool) -> meta.Meta:
+        uid, gid = self._stored_ids(uid, gid)
         pm = self.served(parent)
         if pm.perm & stat.S_ISGID:
             # BSD group semantics on setgid directories, as every Linux fs.
@@ -260,7 +270,7 @@ class UnionFS(Union):
             e = self.lookup(path)
             e = self.copy_up(e, data=size is None or size > 0 or fd is not None)
             if mode is not None or uid >= 0 or gid >= 0:
-                self._set_owner_mode(e, mode, uid, gid)
+                self._set_owner_mode(e, mode, *self._stored_ids(uid, gid))
         if size is not None:
             if fd is None:
                 os.truncate(e.real, size)

@@ -66,6 +66,8 @@ class MountSpec:
     mountpoint: Path
     squash_uid: int | None = None    # serve every file as owned by this uid
     squash_gid: int | None = None
+    uid_mapping: list[tuple[int, int, int]] = field(default_factory=list)  # (served, stored,
+    gid_mapping: list[tuple[int, int, int]] = field(default_factory=list)  # count): idmapping
     allow_other: bool | None = None  # None: when running as (namespace) root
     suid: bool | None = None         # None: when running as (namespace) root
     timeout: float = DEFAULT_TIMEOUT  # kernel entry/attr cache, seconds
@@ -95,6 +97,7 @@ def serve(spec: MountSpec, ready_fd: int | None = None) -> None:
     """Mount ``spec`` and serve it until unmounted (see the module rules)."""
     from fusefs import ops
     from fusefs.fs import UnionFS
+    from fusefs.idmapping import IdMapping
 
     reported = threading.Lock()
 
@@ -110,7 +113,9 @@ def serve(spec: MountSpec, ready_fd: int | None = None) -> None:
         fs = UnionFS([str(p) for p in spec.lowerdirs],
                      None if spec.upperdir is None else str(spec.upperdir),
                      None if spec.workdir is None else str(spec.workdir),
-                     squash_uid=spec.squash_uid, squash_gid=spec.squash_gid)
+                     squash_uid=spec.squash_uid, squash_gid=spec.squash_gid,
+                     uid_map=IdMapping(spec.uid_mapping) if spec.uid_mapping else None,
+                     gid_map=IdMapping(spec.gid_mapping) if spec.gid_mapping else None)
         ops.serve(fs, where, fuse_options(spec, os.geteuid()), timeout=spec.timeout,
                   threads=spec.threads, ready=report)
     except OSError as exc:

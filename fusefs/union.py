@@ -11,7 +11,8 @@ Rules:
   parent directories) up; each on-disk step is atomic (temp in the work dir
   + rename/link, or a whiteout created while still shadowed by the name it
   will hide), so a crash never shows a half-made entry.
-- Served ownership/mode come from metadata (fusefs.meta), served inode
+- Served ownership/mode come from metadata (fusefs.meta) through the id
+  mappings (fusefs.idmapping; squash_to_* wins over both), served inode
   numbers from fusefs.layer.InodeNumbers over the file's origin.
 - Hard-linked lower files are copied up as a group (all their visible names
   are linked to one upper inode) before any write, link, unlink or rename,
@@ -40,6 +41,7 @@ import threading
 from collections.abc import Iterator
 
 from fusefs import copyup, meta, whiteout
+from fusefs.idmapping import IdMapping
 from fusefs.layer import InodeNumbers, Layer
 
 NAME_MAX = 255
@@ -85,7 +87,8 @@ Attr = collections.namedtuple("Attr", "ino mode nlink uid gid rdev size blksize 
 
 class Union:
     def __init__(self, lowers: list[str], upper: str | None = None, work: str | None = None, *,
-                 squash_uid: int | None = None, squash_gid: int | None = None) -> None:
+                 squash_uid: int | None = None, squash_gid: int | None = None,
+                 uid_map: IdMapping | None = None, gid_map: IdMapping | None = None) -> None:
         if not lowers and upper is None:
             raise ValueError("a union needs at least one layer")
         self.layers: list[Layer] = []
@@ -101,6 +104,8 @@ class Union:
         self.inodes = InodeNumbers([layer.dev for layer in self.layers])
         self.squash_uid = squash_uid
         self.squash_gid = squash_gid
+        self.uid_map = uid_map
+        self.gid_map = gid_map
         self.owner = (os.geteuid(), os.getegid())
         self.lock = threading.RLock()
         self._dirs: dict[str, Entry] = {}
@@ -219,6 +224,10 @@ class Union:
                 uid, gid, mode = m.uid, m.gid, m.mode(mode)
                 if m.kind is not None:
                     rdev = m.rdev
+        if self.uid_map is not None:
+            uid = self.uid_map.served(uid)
+        if self.gid_map is not None:
+            gid = self.gid_map.served(gid)
         if self.squash_uid is not None:
             uid = self.squash_uid
         if self.squash_gid is not None:

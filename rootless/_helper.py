@@ -97,10 +97,15 @@ def fuse_server(helper: int, go_r: int, ready_w: int, joined_w: int) -> None:
         os._exit(1)
     os.close(joined_w)  # the helper may now move on to a nested user namespace
     from pathlib import Path
+    # keep-id/--uidmap: the container lives in a nested namespace, so F serves
+    # each stored id as the id of ours that the nested map shows as it.
+    nested = r["nested_maps"] or ([], [])
     spec = MountSpec(lowerdirs=[Path(p) for p in r["lowerdirs"]],
                      upperdir=Path(r["upperdir"]) if r["upperdir"] else None,
                      workdir=Path(r["workdir"]) if r["workdir"] else None,
-                     mountpoint=Path(r["mountpoint"]))
+                     mountpoint=Path(r["mountpoint"]),
+                     uid_mapping=[(o, i, n) for i, o, n in nested[0]],
+                     gid_mapping=[(o, i, n) for i, o, n in nested[1]])
     try:
         serve(spec, ready_w)
     except FuseMountError:
@@ -351,7 +356,7 @@ def run(sock: socket.socket, join: bool = False) -> int:
     # are root): F starts mounting now, in parallel with the rest.
     rootfs = spec["rootfs"]
     if rootfs["kind"] == "fuse":
-        os.write(go_w, marshal.dumps(rootfs))
+        os.write(go_w, marshal.dumps({**rootfs, "nested_maps": spec["nested_maps"]}))
         os.close(go_w)
     else:
         os.close(go_w)

@@ -330,3 +330,33 @@ def test_chown_back_to_the_storage_owner_drops_no_stale_metadata(stack, tmp_path
     fs.chmod("/f", 0o640)
     a = fs.getattr("/f")
     assert (a.uid, a.gid, stat.S_IMODE(a.mode)) == (*ME, 0o640)
+
+
+def test_id_mappings_shift_served_owners_and_unshift_what_comes_in(tmp_path):
+    # keep-id for a user whose id is 1000: stored 0..999 are served as
+    # 1..1000, stored 1000 as 0 (the server's own id), the rest unmapped.
+    from fusefs.idmapping import IdMapping
+    os.umask(0)
+    low = build_layer(tmp_path / "low", {"root-file": "r", "app-file": "a", "far": "f"})
+    meta.write(str(low / "root-file"), meta.Meta(0, 0, 0o644))
+    meta.write(str(low / "app-file"), meta.Meta(1000, 1000, 0o640))
+    meta.write(str(low / "far"), meta.Meta(70000, 70000, 0o644))
+    (tmp_path / "upper").mkdir()
+    (tmp_path / "work").mkdir()
+    keep_id = IdMapping([(1, 0, 1000), (0, 1000, 1)])
+    fs = UnionFS([str(low)], str(tmp_path / "upper"), str(tmp_path / "work"),
+                 uid_map=keep_id, gid_map=keep_id)
+    try:
+        owners = {p: (fs.getattr(p).uid, fs.getattr(p).gid)
+                  for p in ("/root-file", "/app-file", "/far")}
+        assert owners == {"/root-file": (1, 1), "/app-file": (0, 0), "/far": (65534, 65534)}
+        fd = fs.create("/new", 0o100644, os.O_WRONLY | os.O_CREAT, 0, 0)   # by the user
+        os.close(fd)
+        assert meta.read(str(tmp_path / "upper/new")) == meta.Meta(1000, 1000, 0o644)
+        assert fs.setattr("/root-file", uid=5, gid=-1).uid == 5
+        assert meta.read(str(tmp_path / "upper/root-file")).uid == 4
+        fs.mkdir("/dir", 0o40755, 1, 1)                                    # by container root
+        assert fs.getattr("/dir").uid == 1
+        assert meta.read(str(tmp_path / "upper/dir")) == meta.Meta(0, 0, 0o755)
+    finally:
+        os.umask(0o022)

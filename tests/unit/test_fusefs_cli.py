@@ -36,7 +36,9 @@ def test_squash_to_root_and_unknown_option_note():
 @pytest.mark.parametrize("argv, text", [
     (["m"], "lowerdir"),
     (["-o", "lowerdir=a,upperdir=u", "m"], "go together"),
-    (["-o", "lowerdir=a,uidmapping=0:1:1", "m"], "uidmapping"),
+    (["-o", "lowerdir=a,uidmapping=0:1", "m"], "uidmapping: expected SERVED:STORED:COUNT"),
+    (["-o", "lowerdir=a,gidmapping=0:x:1", "m"], "gidmapping: ids and counts must be numbers"),
+    (["-o", "lowerdir=a,uidmapping=0:1:0", "m"], "counts > 0"),
     (["-o", "lowerdir=a"], "MOUNTPOINT"),
     (["-o", "lowerdir=a,squash_to_uid=x", "m"], "not a number"),
 ])
@@ -48,6 +50,13 @@ def test_usage_errors(argv, text):
 def test_usage_error_exits_2(capsys):
     assert main(["-o", "upperdir=u", "m"]) == 2
     assert "lowerdir" in capsys.readouterr().err
+
+
+def test_id_mappings_as_containers_storage_passes_them():
+    spec, _, notes = parse(["-o", "lowerdir=a,uidmapping=0:1000:1:1:0:1000,gidmapping=0:1:5",
+                            "m"])
+    assert spec.uid_mapping == [(0, 1000, 1), (1, 0, 1000)]
+    assert spec.gid_mapping == [(0, 1, 5)] and notes == []
 
 
 def test_threads_option():
