@@ -11,7 +11,7 @@ Rules:
   fuse-overlayfs' meaning; ``threads=N`` sets prun's serving threads. Mount flags the kernel applies elsewhere or that
   change nothing here (rw, dev, exec, noatime, context=…, fsync=…, …) are
   accepted and ignored; ``uidmapping``/``gidmapping`` take
-  fuse-overlayfs' SERVED:STORED:COUNT triples (fusefs.idmapping); any other
+  fuse-overlayfs' STORED:SERVED:COUNT triples (fusefs.idmapping); any other
   option is ignored with a note on stderr, as fuse-overlayfs does.
 - Without ``-f`` the command returns only once the mount answers requests
   (the server keeps running in a new session with stdio on /dev/null, so a

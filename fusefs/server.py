@@ -66,7 +66,7 @@ class MountSpec:
     mountpoint: Path
     squash_uid: int | None = None    # serve every file as owned by this uid
     squash_gid: int | None = None
-    uid_mapping: list[tuple[int, int, int]] = field(default_factory=list)  # (served, stored,
+    uid_mapping: list[tuple[int, int, int]] = field(default_factory=list)  # (stored, served,
     gid_mapping: list[tuple[int, int, int]] = field(default_factory=list)  # count): idmapping
     allow_other: bool | None = None  # None: when running as (namespace) root
     suid: bool | None = None         # None: when running as (namespace) root

@@ -98,14 +98,15 @@ def fuse_server(helper: int, go_r: int, ready_w: int, joined_w: int) -> None:
     os.close(joined_w)  # the helper may now move on to a nested user namespace
     from pathlib import Path
     # keep-id/--uidmap: the container lives in a nested namespace, so F serves
-    # each stored id as the id of ours that the nested map shows as it.
+    # each stored id as the id of ours that the nested map shows as it: the
+    # map's lines (inside, outside, count) are (stored, served, count).
     nested = r["nested_maps"] or ([], [])
     spec = MountSpec(lowerdirs=[Path(p) for p in r["lowerdirs"]],
                      upperdir=Path(r["upperdir"]) if r["upperdir"] else None,
                      workdir=Path(r["workdir"]) if r["workdir"] else None,
                      mountpoint=Path(r["mountpoint"]),
-                     uid_mapping=[(o, i, n) for i, o, n in nested[0]],
-                     gid_mapping=[(o, i, n) for i, o, n in nested[1]])
+                     uid_mapping=[tuple(line) for line in nested[0]],
+                     gid_mapping=[tuple(line) for line in nested[1]])
     try:
         serve(spec, ready_w)
     except FuseMountError:

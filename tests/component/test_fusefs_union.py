@@ -343,7 +343,7 @@ def test_id_mappings_shift_served_owners_and_unshift_what_comes_in(tmp_path):
     meta.write(str(low / "far"), meta.Meta(70000, 70000, 0o644))
     (tmp_path / "upper").mkdir()
     (tmp_path / "work").mkdir()
-    keep_id = IdMapping([(1, 0, 1000), (0, 1000, 1)])
+    keep_id = IdMapping([(0, 1, 1000), (1000, 0, 1)])
     fs = UnionFS([str(low)], str(tmp_path / "upper"), str(tmp_path / "work"),
                  uid_map=keep_id, gid_map=keep_id)
     try:

@@ -36,7 +36,7 @@ def test_squash_to_root_and_unknown_option_note():
 @pytest.mark.parametrize("argv, text", [
     (["m"], "lowerdir"),
     (["-o", "lowerdir=a,upperdir=u", "m"], "go together"),
-    (["-o", "lowerdir=a,uidmapping=0:1", "m"], "uidmapping: expected SERVED:STORED:COUNT"),
+    (["-o", "lowerdir=a,uidmapping=0:1", "m"], "uidmapping: expected STORED:SERVED:COUNT"),
     (["-o", "lowerdir=a,gidmapping=0:x:1", "m"], "gidmapping: ids and counts must be numbers"),
     (["-o", "lowerdir=a,uidmapping=0:1:0", "m"], "counts > 0"),
     (["-o", "lowerdir=a"], "MOUNTPOINT"),
@@ -52,10 +52,11 @@ def test_usage_error_exits_2(capsys):
     assert "lowerdir" in capsys.readouterr().err
 
 
-def test_id_mappings_as_containers_storage_passes_them():
-    spec, _, notes = parse(["-o", "lowerdir=a,uidmapping=0:1000:1:1:0:1000,gidmapping=0:1:5",
-                            "m"])
-    assert spec.uid_mapping == [(0, 1000, 1), (1, 0, 1000)]
+def test_id_mappings_as_podman_passes_them():
+    # podman 4.3 --userns=keep-id for uid 1001, as it called prun-overlayfs
+    keep_id = ":0:1:1001:1001:0:1:1002:1002:64535"
+    spec, _, notes = parse(["-o", f"lowerdir=a,uidmapping={keep_id},gidmapping=0:1:5", "m"])
+    assert spec.uid_mapping == [(0, 1, 1001), (1001, 0, 1), (1002, 1002, 64535)]
     assert spec.gid_mapping == [(0, 1, 5)] and notes == []
 
 
