@@ -278,7 +278,7 @@ class UnionFS(Union):
                 os.ftruncate(fd, size)
         if atime is not None or mtime is not None:
             set_times(e.real, e.st, atime, mtime)
-        return self.attr(Entry(path, e.layer, e.real, os.lstat(e.real), e.dirs))
+        return self.attr(e.restat())
 
     def _set_owner_mode(self, e: Entry, mode: int | None, uid: int, gid: int) -> None:
         if stat.S_ISLNK(e.st.st_mode):

@@ -78,6 +78,10 @@ class Entry:
     def is_dir(self) -> bool:
         return self.dirs is not None
 
+    def restat(self) -> Entry:
+        """The same entry with its current lstat."""
+        return Entry(self.path, self.layer, self.real, os.lstat(self.real), self.dirs)
+
 
 # What the kernel is told about a file (collections.namedtuple: importing
 # typing for NamedTuple would cost the container start ~10 ms).
@@ -131,7 +135,7 @@ class Union:
             return self._root()
         d = self._dirs.get(path)
         if d is not None:
-            return Entry(path, d.layer, d.real, os.lstat(d.real), d.dirs)
+            return d.restat()
         parent, name = split(path)
         return self._child(self.dir(parent), name, path)
 

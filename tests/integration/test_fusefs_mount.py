@@ -253,15 +253,11 @@ out["truncate"] = open(f"{m}/log").read()
 fd = os.open(f"{m}/digits", os.O_WRONLY)   # part of an uncached page, write-only:
 os.pwrite(fd, b"X", 3); os.close(fd)       # the write-back cache reads the rest first
 out["wronly"] = open(f"{m}/digits").read()
-import ctypes
-libc = ctypes.CDLL(None, use_errno=True)
-def renameat2(old, new, flags):
-    if libc.renameat2(-100, old.encode(), -100, new.encode(), flags):
-        raise OSError(ctypes.get_errno(), "renameat2")
+from fusefs._libc import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
 open(f"{m}/mine", "w").write("mine")
-out["exchange"] = [err(renameat2, f"{m}/mine", f"{m}/swap", 2),     # RENAME_EXCHANGE
+out["exchange"] = [err(renameat2, f"{m}/mine", f"{m}/swap", RENAME_EXCHANGE),
                    open(f"{m}/mine").read(), open(f"{m}/swap").read()]
-out["noreplace"] = err(renameat2, f"{m}/mine", f"{m}/swap", 1)      # RENAME_NOREPLACE
+out["noreplace"] = err(renameat2, f"{m}/mine", f"{m}/swap", RENAME_NOREPLACE)
 print(json.dumps(out))
 """
 
